@@ -1,0 +1,27 @@
+"""rampgate: trust-aware rate limiting, rolled out safely."""
+
+from rampgate.core.decision import Decision
+from rampgate.errors import (
+    ConfigurationError,
+    InvalidInput,
+    NotFound,
+    RampgateError,
+    StoreError,
+    StoreTimeout,
+)
+from rampgate.gate import AsyncGate, Gate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncGate",
+    "ConfigurationError",
+    "Decision",
+    "Gate",
+    "InvalidInput",
+    "NotFound",
+    "RampgateError",
+    "StoreError",
+    "StoreTimeout",
+    "__version__",
+]

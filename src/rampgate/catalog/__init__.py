@@ -1,0 +1,1 @@
+"""The catalog: flags, policies, trust profiles, audits, appeals, rollouts and their history."""

@@ -1,0 +1,143 @@
+"""Keeps an in-memory catalog snapshot current in every process.
+
+PostgreSQL triggers call ``pg_notify('rampgate_catalog', …)`` on every insert,
+update and delete of the cached tables, whichever path made the change, and
+the watcher reloads on each notification. SQLite has no notifications, so the
+watcher polls ``PRAGMA data_version``, which changes when any other
+connection commits. Either way a change reaches the snapshot well within a
+second. A full reload every ``resync_seconds`` covers notifications lost while
+the listening connection was down.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from typing import Callable
+
+import psycopg
+
+from rampgate.catalog.repository import Catalog
+from rampgate.core.snapshot import CatalogSnapshot
+
+logger = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "rampgate_catalog"
+Listener = Callable[[CatalogSnapshot, CatalogSnapshot], None]
+
+
+class CatalogWatcher:
+    """The current :class:`CatalogSnapshot`, reloaded when the catalog changes."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        poll_interval: float = 0.1,
+        resync_seconds: float = 30.0,
+    ) -> None:
+        self.catalog = catalog
+        self.poll_interval = poll_interval
+        self.resync_seconds = resync_seconds
+        self._version = 0
+        self.snapshot: CatalogSnapshot = catalog.load_snapshot(self._version)
+        self._listeners: list[Listener] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.last_error: str | None = None
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(old, new)`` after every reload."""
+        self._listeners.append(listener)
+
+    def refresh(self) -> CatalogSnapshot:
+        """Reload the snapshot now and return it."""
+        with self._lock:
+            self._version += 1
+            new = self.catalog.load_snapshot(self._version)
+            old = self.snapshot
+            self.snapshot = new
+        for listener in self._listeners:
+            try:
+                listener(old, new)
+            except Exception:
+                logger.exception("catalog.listener_failed")
+        return new
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        target = self._listen_postgres if self.catalog.is_postgres else self._poll_sqlite
+        self._thread = threading.Thread(target=target, name="rampgate-catalog-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _safe_refresh(self) -> None:
+        try:
+            self.refresh()
+            self.last_error = None
+        except Exception as error:  # the database may be down; keep the last snapshot
+            if self.last_error is None:
+                logger.warning("catalog.reload_failed", extra={"error": str(error)})
+            self.last_error = str(error)
+
+    def _poll_sqlite(self) -> None:
+        url = self.catalog.engine.url
+        database = url.database
+        if not database or database == ":memory:":
+            # An in-memory catalog lives in one process, whose writes refresh it directly.
+            return
+        last_resync = time.monotonic()
+        connection = sqlite3.connect(database, timeout=5, check_same_thread=False)
+        try:
+            version = connection.execute("pragma data_version").fetchone()[0]
+            while not self._stop.wait(self.poll_interval):
+                current = connection.execute("pragma data_version").fetchone()[0]
+                if current != version or time.monotonic() - last_resync > self.resync_seconds:
+                    version = current
+                    last_resync = time.monotonic()
+                    self._safe_refresh()
+        finally:
+            connection.close()
+
+    def _listen_postgres(self) -> None:
+        url = self.catalog.engine.url.set(drivername="postgresql")
+        dsn = url.render_as_string(hide_password=False)
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as connection:
+                    connection.execute(f"listen {NOTIFY_CHANNEL}")
+                    # Changes made while the connection was down were not notified.
+                    self._safe_refresh()
+                    backoff = 0.1
+                    last_resync = time.monotonic()
+                    while not self._stop.is_set():
+                        pending = False
+                        for _ in connection.notifies(timeout=self.poll_interval * 5, stop_after=1):
+                            pending = True
+                        if pending:
+                            # Coalesce a burst of notifications into one reload.
+                            for _ in connection.notifies(timeout=0.01):
+                                pass
+                            self._safe_refresh()
+                            last_resync = time.monotonic()
+                        elif time.monotonic() - last_resync > self.resync_seconds:
+                            self._safe_refresh()
+                            last_resync = time.monotonic()
+            except psycopg.Error as error:
+                if self.last_error is None:
+                    logger.warning(
+                        "catalog.listen_failed",
+                        extra={"error": str(error), "retry_in_seconds": backoff},
+                    )
+                self.last_error = str(error)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)

@@ -1,0 +1,55 @@
+"""Durations written the way operators write them: ``90s``, ``30m``, ``2h``, ``1d``."""
+
+from __future__ import annotations
+
+import re
+
+from rampgate.errors import InvalidInput
+
+_DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
+
+
+def parse_duration(text: str | int | float, field: str = "duration") -> float:
+    """Return the seconds in ``text``: a number of seconds or a string such as ``"1h"``.
+
+    A compound form such as ``"1h30m"`` is accepted as well.
+    """
+    if isinstance(text, bool):
+        raise InvalidInput(field, text, 'a duration such as "90s", "30m", "2h" or a number of seconds')
+    if isinstance(text, (int, float)):
+        if text < 0:
+            raise InvalidInput(field, text, "a duration of 0 or more seconds")
+        return float(text)
+
+    position = 0
+    total = 0.0
+    matched = False
+    text_stripped = text.strip()
+    while position < len(text_stripped):
+        match = _DURATION_RE.match(text_stripped, position)
+        if match is None or match.end() == position:
+            raise InvalidInput(field, text, 'a duration such as "90s", "30m", "2h" or "1h30m"')
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        position = match.end()
+        matched = True
+    if not matched:
+        raise InvalidInput(field, text, 'a duration such as "90s", "30m", "2h" or "1h30m"')
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """Return ``"1h 30m"`` style text for a number of seconds."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = []
+    if hours:
+        parts.append(f"{hours}h")
+    if minutes:
+        parts.append(f"{minutes}m")
+    if secs and not hours:
+        parts.append(f"{secs}s")
+    return " ".join(parts)

@@ -1,0 +1,1 @@
+"""Counter stores: where the algorithms keep their state."""

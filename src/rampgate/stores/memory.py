@@ -1,0 +1,105 @@
+"""In-process counter store: exact across the threads and tasks of one process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from rampgate.core.algorithms import consume_fixed_window, consume_sliding_window, consume_tat
+from rampgate.core.algorithms import Outcome
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+class MemoryCounterStore:
+    """Counters in a dict, guarded by one lock, with eviction of expired keys.
+
+    Token-bucket and GCRA counters are stored as a bare float, their
+    theoretical arrival time, which is also the moment they expire; that keeps
+    a tracked actor near 150 bytes. Window counters store ``(state, expires_at)``.
+    Expired keys are swept once the number of calls since the last sweep
+    reaches the number of keys (at least ``min_sweep_interval`` calls), so a
+    sweep costs O(1) amortised per call and one-off actors do not accumulate.
+    """
+
+    name = "memory"
+
+    def __init__(self, clock: Clock | None = None, min_sweep_interval: int = 10_000) -> None:
+        self._clock: Clock = clock or time.time
+        self._data: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._calls_since_sweep = 0
+        self._min_sweep_interval = min_sweep_interval
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def consume(
+        self, key: str, algorithm: str, limit: int, window_seconds: int, capacity: int, units: int
+    ) -> Outcome:
+        with self._lock:
+            now = float(self._clock())
+            data = self._data
+
+            if algorithm == "token_bucket" or algorithm == "gcra":
+                outcome = consume_tat(data.get(key), now, units, limit, window_seconds, capacity)
+                if outcome[0]:
+                    data[key] = outcome[5]
+            else:
+                stored = data.get(key)
+                state = None if stored is None else stored[0]
+                if algorithm == "fixed_window":
+                    outcome = consume_fixed_window(state, now, units, limit, window_seconds, capacity)
+                    if outcome[0]:
+                        index = outcome[5][0]
+                        data[key] = (outcome[5], (index + 1) * window_seconds)
+                else:
+                    outcome = consume_sliding_window(state, now, units, limit, window_seconds, capacity)
+                    log = outcome[5]
+                    if log:
+                        data[key] = (log, log[-2] + window_seconds)
+                    elif stored is not None:
+                        del data[key]
+
+            self._calls_since_sweep += 1
+            if self._calls_since_sweep >= self._min_sweep_interval and self._calls_since_sweep >= len(data):
+                self._sweep(now)
+
+        return outcome[0], outcome[1], outcome[2], outcome[3], outcome[4], None
+
+    async def aconsume(
+        self, key: str, algorithm: str, limit: int, window_seconds: int, capacity: int, units: int
+    ) -> Outcome:
+        return self.consume(key, algorithm, limit, window_seconds, capacity, units)
+
+    def evict_expired(self) -> int:
+        """Drop every counter that is as good as fresh; return how many were dropped."""
+        with self._lock:
+            return self._sweep(self._clock())
+
+    def _sweep(self, now: float) -> int:
+        self._calls_since_sweep = 0
+        expired = [
+            key
+            for key, value in self._data.items()
+            if (value if value.__class__ is float else value[1]) <= now
+        ]
+        for key in expired:
+            del self._data[key]
+        if expired:
+            logger.debug("store.evicted", extra={"keys": len(expired), "kept": len(self._data)})
+        return len(expired)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def close(self) -> None:
+        self.clear()
+
+    async def aclose(self) -> None:
+        self.clear()
