@@ -1,0 +1,1 @@
+"""The HTTP edge: decision service, admin API, console and integrations for other apps."""
