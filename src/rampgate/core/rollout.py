@@ -9,6 +9,11 @@ Bake time is counted only while the rollout is running and a controller is
 watching it: :meth:`Rollout.checkpoint` folds the elapsed time into
 ``baked_seconds``, and :meth:`Rollout.reattach` (a controller taking over
 after a crash) restarts the stopwatch without counting the time nobody judged.
+
+Gates are judged on the evidence gathered since :attr:`Rollout.evidence_since`:
+the moment the stage was entered, or the last resume. A resume starts the
+evidence afresh, so a gate that paused the rollout does not pause it again on
+the same rows after the operator fixed the cause; the bake time is kept.
 """
 
 from __future__ import annotations
@@ -63,7 +68,14 @@ class FlagChange:
 
 @dataclass
 class Rollout:
-    """A rollout of one flag through a plan. ``stage`` counts from 1."""
+    """A rollout of one flag through a plan. ``stage`` counts from 1.
+
+    Times are Unix seconds. ``stage_entered_at`` is when the current stage
+    began, ``evidence_since`` when its gate evidence began (the stage entry
+    or the last resume), and ``stage_started_at`` when the bake stopwatch was
+    last started (None while it is stopped). ``extended`` is set once the
+    stage has been recorded as extended, so the extension is recorded once.
+    """
 
     flag_name: str
     plan: Plan
@@ -77,11 +89,21 @@ class Rollout:
     failed_gate: dict[str, Any] | None = None
     last_verdict: Verdict | None = None
     transitions: list[Transition] = field(default_factory=list)
+    evidence_since: float | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.stage <= len(self.plan.stages):
+            raise ValueError(f"stage {self.stage} is outside the plan's stages 1 to {len(self.plan.stages)}")
+        if self.state not in STATES or self.state == NONE:
+            raise ValueError(f"state {self.state!r} is not one of " + ", ".join(STATES[1:]))
+        if self.evidence_since is None:
+            self.evidence_since = self.stage_entered_at
 
     # -- derived values --------------------------------------------------
 
     @property
     def percentage(self) -> int:
+        """The percentage of the current stage."""
         return self.plan.stages[self.stage - 1].percentage
 
     @property
@@ -99,6 +121,7 @@ class Rollout:
         return self.baked_seconds
 
     def bake_left(self, now: float) -> float:
+        """Seconds of bake the current stage still needs; 0 once the rollout has ended."""
         if self.is_final:
             return 0.0
         return max(0.0, self.plan.stages[self.stage - 1].bake_seconds - self.baked(now))
@@ -164,6 +187,7 @@ class Rollout:
         return self._promote(now, reason)
 
     def pause(self, now: float, reason: str = "paused by an operator") -> list[Transition]:
+        """Stop the bake stopwatch and judging; the flag keeps its percentage."""
         if self.state != RUNNING:
             return []
         self.checkpoint(now)
@@ -172,11 +196,16 @@ class Rollout:
         return [self._record(now, "paused", reason)]
 
     def resume(self, now: float, reason: str | None = None) -> list[Transition]:
+        """Run again with the bake time kept; the evidence window starts at ``now``."""
         if self.state != PAUSED:
             return []
         self.state = RUNNING
         self.stage_started_at = now
+        self.evidence_since = now
+        self.extended = False
+        self.awaiting_approval = False
         self.failed_gate = None
+        self.last_verdict = None
         return [self._record(now, "resumed", reason)]
 
     def abort(self, now: float, reason: str = "aborted by an operator") -> tuple[list[Transition], FlagChange | None]:
@@ -205,6 +234,7 @@ class Rollout:
 
         self.stage += 1
         self.stage_entered_at = now
+        self.evidence_since = now
         self.stage_started_at = now
         self.baked_seconds = 0.0
         self.last_verdict = None
@@ -219,9 +249,7 @@ class Rollout:
 
     def _fail(self, now: float, failed: GateResult) -> tuple[list[Transition], FlagChange | None]:
         self.failed_gate = failed.failure()
-        reason = f"gate {failed.metric} = {failed.value:g}" + (
-            f" > max {failed.max:g}" if failed.max is not None and failed.value is not None and failed.value > failed.max else ""
-        )
+        reason = failure_reason(failed)
         details = {"failed_gate": self.failed_gate}
         if self.plan.on_failure == "pause":
             self.stage_started_at = None
@@ -235,3 +263,14 @@ class Rollout:
         transition = Transition(now, event, self.stage, self.percentage, reason, details)
         self.transitions.append(transition)
         return transition
+
+
+def failure_reason(failed: GateResult) -> str:
+    """Return the transition reason of a failed gate, such as ``gate block_rate = 0.2 > max 0.05``."""
+    value = failed.value
+    reason = f"gate {failed.metric}" if value is None else f"gate {failed.metric} = {value:g}"
+    if value is not None and failed.max is not None and value > failed.max:
+        return reason + f" > max {failed.max:g}"
+    if value is not None and failed.min is not None and value < failed.min:
+        return reason + f" < min {failed.min:g}"
+    return reason
