@@ -3,7 +3,7 @@
 Three tokens come from the settings: ``RAMPGATE_SERVICE_TOKEN`` (decisions),
 ``RAMPGATE_ADMIN_TOKEN`` (read and change) and
 ``RAMPGATE_ADMIN_READONLY_TOKEN`` (read only). Each travels as
-``Authorization: Bearer <token>``; the operator console instead holds a
+``Authorization: Bearer <token>``; the operator console instead sends a
 session cookie, ``rampgate_session``, signed with a key derived from the
 admin tokens, so every worker process accepts a cookie that any of them
 issued, and rotating an admin token ends every session. A change made with
@@ -48,9 +48,9 @@ _CSRF_LABEL = b"csrf:"
 class Principal:
     """The authenticated caller.
 
-    ``role`` decides what it may do; ``name`` goes into the config-change
-    history as ``changed_by``; ``via`` says whether the call came with a
-    bearer token (``api``) or the console's session cookie (``console``).
+    ``role`` decides what it may do, and ``name`` goes into the config-change
+    history as ``changed_by``. ``via`` is ``api`` for a call made with a
+    bearer token and ``console`` for one made with the console's session cookie.
     """
 
     role: Role
@@ -80,7 +80,7 @@ class Forbidden(HTTPException):
 
 
 def settings_of(request: Request) -> Settings:
-    """The settings of the application serving ``request`` (``app.state.settings``), else the environment's."""
+    """Return the settings of the application serving ``request`` (``app.state.settings``), else the environment's."""
     settings = getattr(request.app.state, "settings", None)
     if settings is None:
         settings = load_settings()
@@ -123,7 +123,7 @@ def is_admin_open(settings: Settings) -> bool:
 
 
 def bearer_token(request: Request) -> str | None:
-    """The token of an ``Authorization: Bearer`` header; None without the header.
+    """Return the token of an ``Authorization: Bearer`` header, or None when the header is missing.
 
     Raise :class:`Unauthorized` when the header is there but is not a bearer token.
     """
@@ -145,14 +145,14 @@ def _b64(data: bytes) -> str:
 
 
 def _session_key(settings: Settings) -> bytes:
-    """The HMAC key of session cookies, derived from the admin tokens.
+    """Derive the HMAC key of session cookies from the admin tokens.
 
     Every worker derives the same key from the same settings; changing either
     admin token changes the key and so signs every open session out.
     """
     if not settings.admin_token and not settings.admin_readonly_token:
         raise ConfigurationError(
-            "RAMPGATE_ADMIN_TOKEN", None, "a token: console sessions are signed with a key derived from it"
+            "RAMPGATE_ADMIN_TOKEN", None, "a token, because console sessions are signed with a key derived from it"
         )
     material = b"\0".join(
         [_KEY_LABEL, (settings.admin_token or "").encode(), (settings.admin_readonly_token or "").encode()]
@@ -173,7 +173,7 @@ def create_session_cookie(
 ) -> tuple[str, str]:
     """Return ``(cookie_value, csrf_token)`` for a console session of ``role``.
 
-    ``role`` is ``admin`` or ``readonly``. The cookie holds the role and its
+    ``role`` is ``admin`` or ``readonly``. The cookie contains the role and its
     expiry (Unix seconds) in clear text and an HMAC-SHA256 signature over
     them; set it as ``rampgate_session`` with ``HttpOnly``, ``SameSite=Strict``
     and ``Max-Age=seconds``. The CSRF token is derived from the cookie value
