@@ -1,0 +1,406 @@
+"""Counters in Redis or Redis Cluster: one Lua script per algorithm, one round trip per decision.
+
+The scripts in ``stores/lua`` are line-by-line twins of
+:mod:`rampgate.core.algorithms`. They take their time from Redis ``TIME`` in
+whole microseconds, so every process shares one clock and no float drifts.
+Each key is ``RAMPGATE_REDIS_PREFIX`` + :func:`counter_key`, whose
+``{actor_type:actor_id}`` hash tag keeps an actor's keys on one cluster slot,
+and expires when its state becomes the same as a fresh counter.
+
+URLs: ``redis://[USER:PASSWORD@]HOST:PORT[/DB]``, ``rediss://…`` for TLS,
+``unix:///PATH`` and, for Redis Cluster, ``redis+cluster://HOST:PORT[,HOST:PORT…]``
+(or ``rediss+cluster://``) naming one or more startup nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from importlib import resources
+from typing import Any
+from urllib.parse import unquote
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from rampgate.core.algorithms import Outcome
+from rampgate.errors import ConfigurationError, StoreError, StoreTimeout
+from rampgate.stores.redis_pipeline import RedisPipeline, RespError, ServerAddress, pack_command
+from rampgate.stores.resilience import CircuitBreaker
+
+logger = logging.getLogger(__name__)
+
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+SCRIPT_FILES = {
+    "token_bucket": "consume_tat.lua",
+    "gcra": "consume_tat.lua",
+    "fixed_window": "consume_fixed_window.lua",
+    "sliding_window": "consume_sliding_window.lua",
+}
+MICROSECONDS = 1_000_000.0
+
+
+class Script:
+    """One Lua file and its SHA1, under which ``EVALSHA`` runs it."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+def load_scripts() -> dict[str, Script]:
+    """Read the Lua scripts shipped with the package, keyed by algorithm."""
+    by_file: dict[str, Script] = {}
+    scripts: dict[str, Script] = {}
+    for algorithm, file_name in SCRIPT_FILES.items():
+        script = by_file.get(file_name)
+        if script is None:
+            source = resources.files("rampgate.stores").joinpath("lua", file_name).read_text(encoding="utf-8")
+            script = by_file[file_name] = Script(file_name, source)
+        scripts[algorithm] = script
+    return scripts
+
+
+def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """Split ``redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT…]`` into startup nodes and login options."""
+    scheme, _, rest = url.partition("://")
+    netloc = rest.split("/", 1)[0].split("?", 1)[0]
+    credentials, _, hosts = netloc.rpartition("@")
+    options: dict[str, Any] = {"ssl": scheme == "rediss+cluster"}
+    if credentials:
+        username, _, password = credentials.partition(":")
+        options["username"] = unquote(username) or None
+        options["password"] = unquote(password) or None
+
+    nodes: list[tuple[str, int]] = []
+    for host_port in filter(None, hosts.split(",")):
+        host, _, port = host_port.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigurationError(
+                "RAMPGATE_REDIS_URL", url, "redis+cluster://HOST:PORT[,HOST:PORT…] with a port on every node"
+            )
+        nodes.append((host.strip("[]"), int(port)))
+    if not nodes:
+        raise ConfigurationError("RAMPGATE_REDIS_URL", url, "redis+cluster://HOST:PORT[,HOST:PORT…]")
+    return nodes, options
+
+
+def _outcome(reply: list[int]) -> Outcome:
+    """Turn a script's reply (durations in microseconds) into the outcome tuple."""
+    next_unit_after = reply[4]
+    return (
+        reply[0] == 1,
+        reply[1],
+        reply[2] / MICROSECONDS,
+        reply[3] / MICROSECONDS,
+        None if next_unit_after < 0 else next_unit_after / MICROSECONDS,
+        None,
+    )
+
+
+class RedisCounterStore:
+    """Counters in Redis; ``consume`` through redis-py, ``aconsume`` through a coalescing pipeline.
+
+    ``timeout_ms`` is the time budget of one call: a call that fails or
+    exceeds it raises :class:`StoreError` or :class:`StoreTimeout`, and the
+    store then fails fast for a short, growing interval (see
+    :mod:`rampgate.stores.resilience`). Scripts are loaded when the store
+    opens and loaded again whenever Redis answers ``NOSCRIPT`` (after
+    ``SCRIPT FLUSH`` or a restart).
+
+    One store serves any number of threads and one asyncio event loop at a
+    time; used from another loop it opens a new connection there.
+    """
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "rampgate:",
+        timeout_ms: int = 50,
+        *,
+        preload: bool = True,
+    ) -> None:
+        if not isinstance(timeout_ms, int) or not 1 <= timeout_ms <= 60_000:
+            raise ConfigurationError("RAMPGATE_STORE_TIMEOUT_MS", timeout_ms, "whole milliseconds from 1 to 60000")
+        if not prefix:
+            raise ConfigurationError("RAMPGATE_REDIS_PREFIX", prefix, "a non-empty prefix such as 'rampgate:'")
+
+        self.url = url
+        self.prefix = prefix
+        self.timeout_ms = timeout_ms
+        self.timeout_seconds = timeout_ms / 1000
+        self.is_cluster = url.split("://", 1)[0] in CLUSTER_SCHEMES
+        if self.is_cluster:
+            self._cluster_nodes, self._cluster_options = parse_cluster_url(url)
+            self.target = ",".join(f"{host}:{port}" for host, port in self._cluster_nodes)
+            self._address: ServerAddress | None = None
+        else:
+            self._address = ServerAddress(url)
+            self.target = self._address.target
+        self.breaker = CircuitBreaker("Redis", self.target)
+
+        self.scripts = load_scripts()
+        self._client: Any = self._open_sync_client()
+        # Packed command heads and argument tails, keyed by the call's numbers.
+        self._packed: dict[tuple[str, int, int, int, int], tuple[bytes, bytes]] = {}
+        self._prefix_bytes = prefix.encode()
+        self._pipeline: RedisPipeline | None = None
+        self._connect_task: asyncio.Task[RedisPipeline] | None = None
+        self._async_cluster: Any = None
+
+        if preload:
+            self._preload()
+
+    # -- sync ----------------------------------------------------------------
+
+    def _open_sync_client(self) -> Any:
+        options: dict[str, Any] = {
+            "socket_timeout": self.timeout_seconds,
+            "socket_connect_timeout": self.timeout_seconds,
+            "health_check_interval": 0,
+        }
+        if self.is_cluster:
+            from redis.cluster import ClusterNode, RedisCluster
+
+            return RedisCluster(
+                startup_nodes=[ClusterNode(host, port) for host, port in self._cluster_nodes],
+                **self._cluster_options,
+                **options,
+            )
+        # No retries inside redis-py: a retry would spend the time budget again.
+        return redis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0), retry_on_timeout=False, **options)
+
+    def _preload(self) -> None:
+        try:
+            self.load_scripts()
+        except StoreError as error:
+            # Not fatal: decisions fail open until Redis answers, then NOSCRIPT loads the scripts.
+            self.breaker.record_failure(error)
+
+    def load_scripts(self) -> None:
+        """Register every script with Redis (on every primary of a cluster)."""
+        try:
+            for script in {script.sha: script for script in self.scripts.values()}.values():
+                self._client.script_load(script.source)
+        except redis.RedisError as error:
+            raise self._store_error(error, "SCRIPT LOAD") from error
+
+    def consume(
+        self, key: str, algorithm: str, limit: int, window_seconds: int, capacity: int, units: int
+    ) -> Outcome:
+        """Run one algorithm transition on Redis; see :class:`rampgate.stores.base.CounterStore`."""
+        return self._consume(key, algorithm, (limit, window_seconds, capacity, units))
+
+    def consume_at(
+        self, now_us: int, key: str, algorithm: str, limit: int, window_seconds: int, capacity: int, units: int
+    ) -> Outcome:
+        """Like :meth:`consume`, at ``now_us`` (Unix microseconds) instead of Redis ``TIME``.
+
+        For tests that compare the scripts with their Python twins at chosen
+        times; production code never passes a time.
+        """
+        return self._consume(key, algorithm, (limit, window_seconds, capacity, units, now_us))
+
+    def _consume(self, key: str, algorithm: str, arguments: tuple[int, ...]) -> Outcome:
+        if self.breaker.is_open:
+            self.breaker.check()
+        script = self.scripts[algorithm]
+        full_key = self.prefix + key
+        try:
+            try:
+                reply = self._client.evalsha(script.sha, 1, full_key, *arguments)
+            except redis.exceptions.NoScriptError:
+                logger.info("store.scripts_reloaded", extra={"store": "redis", "target": self.target})
+                self.load_scripts()
+                reply = self._client.evalsha(script.sha, 1, full_key, *arguments)
+        except redis.exceptions.ResponseError as error:
+            raise StoreError(f"Redis at {self.target} rejected {script.name}: {error}", retryable=False) from error
+        except (redis.RedisError, StoreError) as error:
+            failure = error if isinstance(error, StoreError) else self._store_error(error, script.name)
+            self.breaker.record_failure(failure)
+            if failure is error:
+                raise
+            raise failure from error
+
+        if self.breaker.is_open:
+            self.breaker.record_success()
+        return _outcome(reply)
+
+    def _store_error(self, error: redis.RedisError, operation: str) -> StoreError:
+        if isinstance(error, redis.TimeoutError):
+            return StoreTimeout(f"Redis at {self.target} did not answer {operation} within {self.timeout_ms} ms")
+        return StoreError(f"Redis at {self.target} failed {operation}: {error}")
+
+    def close(self) -> None:
+        """Close the sync connections; the async connection closes with :meth:`aclose`."""
+        try:
+            self._client.close()
+        except redis.RedisError:
+            pass
+
+    # -- async ---------------------------------------------------------------
+
+    async def aconsume(
+        self, key: str, algorithm: str, limit: int, window_seconds: int, capacity: int, units: int
+    ) -> Outcome:
+        """The asyncio twin of :meth:`consume`.
+
+        Calls made in the same event-loop tick share one write to Redis; on a
+        cluster each call is its own ``EVALSHA``.
+        """
+        if self.breaker.is_open:
+            self.breaker.check()
+        if self.is_cluster:
+            return await self._aconsume_cluster(key, algorithm, (limit, window_seconds, capacity, units))
+
+        pipeline = self._pipeline
+        if pipeline is None or pipeline.loop is not asyncio.get_running_loop() or not pipeline.is_connected:
+            pipeline = await self._apipeline()
+
+        packed = self._packed.get((algorithm, limit, window_seconds, capacity, units))
+        if packed is None:
+            packed = self._pack_parts(algorithm, limit, window_seconds, capacity, units)
+        key_bytes = self._prefix_bytes + key.encode()
+        command = b"%b%d\r\n%b\r\n%b" % (packed[0], len(key_bytes), key_bytes, packed[1])
+
+        try:
+            reply = await pipeline.call(command)
+        except StoreError as error:
+            self.breaker.record_failure(error)
+            raise
+        if reply.__class__ is not list:
+            reply = await self._aretry(pipeline, command, reply, algorithm)
+
+        if self.breaker.is_open:
+            self.breaker.record_success()
+        next_unit_after = reply[4]
+        return (
+            reply[0] == 1,
+            reply[1],
+            reply[2] / MICROSECONDS,
+            reply[3] / MICROSECONDS,
+            None if next_unit_after < 0 else next_unit_after / MICROSECONDS,
+            None,
+        )
+
+    def _pack_parts(
+        self, algorithm: str, limit: int, window_seconds: int, capacity: int, units: int
+    ) -> tuple[bytes, bytes]:
+        """Pack what precedes and follows the key in ``EVALSHA sha 1 key limit window capacity units``."""
+        script = self.scripts[algorithm]
+        head = b"*8\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$1\r\n1\r\n$" % script.sha.encode()
+        tail = b"".join(b"$%d\r\n%d\r\n" % (len(b"%d" % value), value) for value in (limit, window_seconds, capacity, units))
+        if len(self._packed) >= 10_000:
+            self._packed.clear()
+        packed = self._packed[(algorithm, limit, window_seconds, capacity, units)] = (head, tail)
+        return packed
+
+    async def _aretry(self, pipeline: RedisPipeline, command: bytes, reply: Any, algorithm: str) -> list[int]:
+        """Handle a reply that is not the script's result: load the scripts after NOSCRIPT and retry once."""
+        script = self.scripts[algorithm]
+        if isinstance(reply, RespError) and reply.message.startswith("NOSCRIPT"):
+            logger.info("store.scripts_reloaded", extra={"store": "redis", "target": self.target})
+            try:
+                for loaded in {s.sha: s for s in self.scripts.values()}.values():
+                    answer = await pipeline.call(pack_command("SCRIPT", "LOAD", loaded.source))
+                    if isinstance(answer, RespError):
+                        raise StoreError(f"Redis at {self.target} rejected SCRIPT LOAD: {answer.message}")
+                reply = await pipeline.call(command)
+            except StoreError as error:
+                self.breaker.record_failure(error)
+                raise
+        if isinstance(reply, list):
+            return reply
+        detail = reply.message if isinstance(reply, RespError) else repr(reply)
+        raise StoreError(f"Redis at {self.target} rejected {script.name}: {detail}", retryable=False)
+
+    async def _apipeline(self) -> RedisPipeline:
+        """Return the connected pipeline of the running loop, connecting once for all waiting calls."""
+        loop = asyncio.get_running_loop()
+        task = self._connect_task
+        if task is None or task.get_loop() is not loop or (
+            task.done() and (task.cancelled() or task.exception() is not None or not task.result().is_connected)
+        ):
+            task = loop.create_task(self._open_pipeline())
+            self._connect_task = task
+        try:
+            return await asyncio.shield(task)
+        except StoreError as error:
+            self.breaker.record_failure(error)
+            raise
+
+    async def _open_pipeline(self) -> RedisPipeline:
+        assert self._address is not None
+        old = self._pipeline
+        if old is not None and old.loop is asyncio.get_running_loop():
+            old.close()
+        pipeline = RedisPipeline(self._address, self.timeout_seconds)
+        await pipeline.connect()
+        self._pipeline = pipeline
+        return pipeline
+
+    async def _aconsume_cluster(self, key: str, algorithm: str, arguments: tuple[int, ...]) -> Outcome:
+        # TODO: coalesce cluster calls per node as the single-server pipeline does.
+        client = self._async_cluster
+        if client is None:
+            client = self._async_cluster = self._open_async_cluster()
+        script = self.scripts[algorithm]
+        full_key = self.prefix + key
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                try:
+                    reply = await client.evalsha(script.sha, 1, full_key, *arguments)
+                except redis.exceptions.NoScriptError:
+                    logger.info("store.scripts_reloaded", extra={"store": "redis", "target": self.target})
+                    for loaded in {s.sha: s for s in self.scripts.values()}.values():
+                        await client.script_load(loaded.source)
+                    reply = await client.evalsha(script.sha, 1, full_key, *arguments)
+        except TimeoutError as error:
+            failure: StoreError = StoreTimeout(
+                f"Redis Cluster at {self.target} did not answer {script.name} within {self.timeout_ms} ms"
+            )
+            self.breaker.record_failure(failure)
+            raise failure from error
+        except redis.exceptions.ResponseError as error:
+            raise StoreError(f"Redis at {self.target} rejected {script.name}: {error}", retryable=False) from error
+        except redis.RedisError as error:
+            failure = self._store_error(error, script.name)
+            self.breaker.record_failure(failure)
+            raise failure from error
+
+        if self.breaker.is_open:
+            self.breaker.record_success()
+        return _outcome(reply)
+
+    def _open_async_cluster(self) -> Any:
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in self._cluster_nodes],
+            socket_timeout=self.timeout_seconds,
+            socket_connect_timeout=self.timeout_seconds,
+            **self._cluster_options,
+        )
+
+    async def aclose(self) -> None:
+        """Close the async connection of the running loop and the sync connections."""
+        pipeline = self._pipeline
+        self._pipeline = None
+        self._connect_task = None
+        if pipeline is not None:
+            pipeline.close()
+        if self._async_cluster is not None:
+            client = self._async_cluster
+            self._async_cluster = None
+            try:
+                await client.aclose()
+            except redis.RedisError:
+                pass
+        self.close()
