@@ -263,18 +263,33 @@ class RequestLogMiddleware:
                 )
 
 
-def create_served_app() -> FastAPI:
-    """Application factory of ``rampgate serve``: JSON logs on stderr for rampgate and uvicorn, then :func:`create_app`.
-
-    Every worker process calls it, so each one sets up its own logging.
-    """
+def configure_service_logging(settings: Settings) -> None:
+    """Send rampgate's and uvicorn's records to stderr as JSON lines (``RAMPGATE_LOG_FORMAT=console`` for text)."""
     from rampgate.logs import configure_logging
 
-    settings = load_settings()
     configure_logging(settings.log_level, "console" if settings.log_format == "console" else "json")
     handlers = logging.getLogger("rampgate").handlers
+    for handler in handlers:
+        handler.addFilter(_drop_color_message)
     for name in ("uvicorn", "uvicorn.error"):
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers[:] = list(handlers)
+        uvicorn_logger.setLevel(settings.log_level.upper())
         uvicorn_logger.propagate = False
+
+
+def _drop_color_message(record: logging.LogRecord) -> bool:
+    """Remove the ANSI-coloured copy of the message that uvicorn attaches to its records."""
+    record.__dict__.pop("color_message", None)
+    return True
+
+
+def create_served_app() -> FastAPI:
+    """Build the application of ``rampgate serve`` with its logging set up.
+
+    uvicorn calls this factory in every worker process, so each one
+    configures its own logging from the environment's settings.
+    """
+    settings = load_settings()
+    configure_service_logging(settings)
     return create_app(settings)

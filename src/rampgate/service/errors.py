@@ -58,8 +58,9 @@ def echoed_value(value: Any) -> Any:
         except (TypeError, ValueError):
             text = repr(value)
     if len(text) > MAX_ECHOED_CHARACTERS:
-        return text[: MAX_ECHOED_CHARACTERS - 3] + "..."
-    return text
+        text = text[: MAX_ECHOED_CHARACTERS - 3] + "..."
+    # A JSON body may carry lone surrogates ("\\ud800"), which UTF-8 cannot encode.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def error_body(error: str, message: str, field: str | None = None, value: Any = None) -> dict[str, Any]:

@@ -36,7 +36,9 @@ from rampgate.core.decision import ENFORCE, Decision
 from rampgate.core.messages import negotiate_language
 from rampgate.core.names import ACTOR_TYPES, check_action, check_cost
 from rampgate.errors import ConfigurationError, InvalidInput
+from rampgate.service.errors import error_body
 from rampgate.service.responses import blocked_body, blocked_headers, ratelimit_headers
+from rampgate.service.routes_protected import REQUEST_ID_HEADER, request_id_of
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +53,6 @@ Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 GATE_STATE_ATTRIBUTE = "rampgate_gate"
 
 HTTP_METHODS: tuple[str, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
-
-# The request id recorded with a decision comes from this header, cut to this length.
-REQUEST_ID_HEADER = "x-request-id"
-MAX_REQUEST_ID_LENGTH = 128
 
 # Names of the parameters that the decorator adds to a FastAPI endpoint's
 # signature, so that FastAPI passes the request and its sub-response.
@@ -262,17 +260,21 @@ class RequestLimiter:
 
         Return None when the actor callable returns None, the decision when
         the request may go on, or the response to send instead: the 429 of a
-        blocked request, or a 422 when the actor id or cost is invalid.
+        blocked request, or a 422 when the actor id or cost is invalid. The
+        decision is recorded under the request's ``X-Request-ID`` when it has
+        a usable one (printable, at most 128 characters), else under a new
+        random id, which the 429 carries in ``X-Request-ID``.
         """
         actor = await _resolve(self.actor(request))
         if actor is None:
             return None
         actor_type, actor_id = _check_resolved_actor(actor)
         gate = self.gate if self.gate is not None else gate_from_state(request)
+        request_id = request_id_of(request)
 
         try:
             cost = await _resolve(self.cost(request)) if callable(self.cost) else self.cost
-            decision = await self._decide(gate, request, actor_type, actor_id, action, cost)
+            decision = await self._decide(gate, request, actor_type, actor_id, action, cost, request_id)
         except ConfigurationError:
             raise
         except InvalidInput as error:
@@ -289,15 +291,18 @@ class RequestLimiter:
             "middleware.blocked",
             extra={"action": action, "reason": decision.reason, "policy": decision.policy, "via": self.via},
         )
-        return blocked_response(decision, request.headers.get("accept-language"))
+        return blocked_response(decision, request.headers.get("accept-language"), request_id)
 
     @staticmethod
     async def _decide(
-        gate: DecidingGate, request: Request, actor_type: str, actor_id: str, action: str, cost: int
+        gate: DecidingGate,
+        request: Request,
+        actor_type: str,
+        actor_id: str,
+        action: str,
+        cost: int,
+        request_id: str,
     ) -> Decision:
-        request_id = request.headers.get(REQUEST_ID_HEADER)
-        if request_id is not None:
-            request_id = request_id[:MAX_REQUEST_ID_LENGTH]
         context = {"method": request.method, "path": request.url.path}
 
         if inspect.iscoroutinefunction(gate.decide):
@@ -334,18 +339,18 @@ def allowed_headers(decision: Decision) -> dict[str, str]:
     return ratelimit_headers(decision)
 
 
-def blocked_response(decision: Decision, accept_language: str | None) -> JSONResponse:
+def blocked_response(decision: Decision, accept_language: str | None, request_id: str | None = None) -> JSONResponse:
     """Build the 429 that the decision service sends for a blocked decision."""
     language = negotiate_language(accept_language)
-    return JSONResponse(blocked_body(decision, language), status_code=429, headers=blocked_headers(decision))
+    headers = blocked_headers(decision)
+    if request_id is not None:
+        headers[REQUEST_ID_HEADER] = request_id
+    return JSONResponse(blocked_body(decision, language), status_code=429, headers=headers)
 
 
 def invalid_input_response(error: InvalidInput) -> JSONResponse:
     """Build the 422 that names the invalid field, with the service's error body."""
-    return JSONResponse(
-        {"error": "invalid_input", "field": error.field, "value": _displayed_value(error.value), "message": str(error)},
-        status_code=422,
-    )
+    return JSONResponse(error_body("invalid_input", str(error), error.field, error.value), status_code=422)
 
 
 # -- helpers ---------------------------------------------------------------
@@ -468,12 +473,3 @@ def _take_argument(kwargs: dict[str, Any], name: str) -> Any:
     if name in (_REQUEST_PARAMETER, _RESPONSE_PARAMETER):
         return kwargs.pop(name, None)
     return kwargs.get(name)
-
-
-def _displayed_value(value: object) -> object:
-    if value is None or isinstance(value, (bool, int, float)):
-        return value
-    text = value if isinstance(value, str) else repr(value)
-    if len(text) > 80:
-        text = text[:77] + "..."
-    return text

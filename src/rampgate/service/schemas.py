@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+import json
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from rampgate.core.decision import MODES, REASONS
 from rampgate.core.names import ACTOR_TYPES, ENFORCEMENT_LEVELS, MAX_ACTOR_ID_LENGTH, TIERS
@@ -16,16 +18,19 @@ from rampgate.core.policies import ALGORITHMS, FAIL_MODES, MAX_LIMIT, MAX_WINDOW
 
 ActionName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_:.\-]{1,64}$")]
 ActorType = Literal[ACTOR_TYPES]  # type: ignore[valid-type]
-ActorId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ACTOR_ID_LENGTH)]
+# Strings that reach the catalog exclude NUL, which PostgreSQL text and jsonb cannot store.
+NO_NUL = r"^[^\x00]*$"
+ActorId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ACTOR_ID_LENGTH, pattern=NO_NUL)]
 Tier = Literal[TIERS]  # type: ignore[valid-type]
 Level = Literal[ENFORCEMENT_LEVELS]  # type: ignore[valid-type]
 Percentage = Annotated[int, Field(ge=0, le=100)]
-RequestId = Annotated[str, StringConstraints(max_length=128)]
+RequestId = Annotated[str, StringConstraints(max_length=128, pattern=NO_NUL)]
 Timestamp = Annotated[str, Field(description="ISO 8601 UTC, for example 2026-12-04T10:00:00Z")]
 
 MAX_APPEAL_TEXT = 2000
 MAX_NOTE_TEXT = 2000
 MAX_DM_BODY = 10_000
+MAX_CONTEXT_BYTES = 4096
 
 
 class RequestModel(BaseModel):
@@ -50,7 +55,34 @@ class CheckRequest(RequestModel):
     action: ActionName
     cost: Annotated[int, Field(ge=1, le=1_000_000)] = 1
     request_id: RequestId | None = None
-    context: dict[str, Any] | None = Field(None, description="stored with the audit row of an enforced decision")
+    context: dict[str, Any] | None = Field(
+        None, description=f"stored with the audit row of an enforced decision; at most {MAX_CONTEXT_BYTES} bytes as JSON"
+    )
+
+    @field_validator("context")
+    @classmethod
+    def _context_storable(cls, context: dict[str, Any] | None) -> dict[str, Any] | None:
+        if context is None:
+            return None
+        try:
+            encoded = json.dumps(context, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (ValueError, UnicodeEncodeError):
+            raise ValueError("must be JSON without NaN, infinities or unpaired surrogates") from None
+        if _has_nul(context):
+            raise ValueError("must not contain NUL characters")
+        if len(encoded) > MAX_CONTEXT_BYTES:
+            raise ValueError(f"must be at most {MAX_CONTEXT_BYTES} bytes as JSON, got {len(encoded)}")
+        return context
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 class DecisionBody(BaseModel):
@@ -188,11 +220,11 @@ class TrustPut(RequestModel):
 class AppealCreate(RequestModel):
     action: ActionName
     request_id: RequestId | None = None
-    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_APPEAL_TEXT)]
+    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_APPEAL_TEXT, pattern=NO_NUL)]
 
 
 class AppealResolve(RequestModel):
-    note: Annotated[str, StringConstraints(max_length=MAX_NOTE_TEXT)] | None = None
+    note: Annotated[str, StringConstraints(max_length=MAX_NOTE_TEXT, pattern=NO_NUL)] | None = None
 
 
 class AppealBody(BaseModel):
