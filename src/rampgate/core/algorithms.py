@@ -15,9 +15,16 @@ state)``:
 
 Callers check ``units <= capacity`` first, because a request larger than the
 capacity can never pass. Stores pass a ``now`` that never goes backwards for a
-key (the functions clamp it against the state as well), and run one transition
-at a time per key; the Redis Lua scripts and the PostgreSQL function are
-line-by-line twins of these functions.
+key (the window functions clamp it against the state as well), and run one
+transition at a time per key; the Redis Lua scripts and the PostgreSQL
+function are line-by-line twins of these functions.
+
+Times within ``EPSILON`` (1 µs) of each other count as equal, so float
+rounding never blocks a request sent at exactly ``now + retry_after``. For
+``token_bucket`` and ``gcra``, stores count ``now`` from an origin near the
+present (the memory store uses its first clock reading): a float near 1.7e9 s
+is rounded to 0.24 µs, and over a burst the roundings of the stored TAT add up
+until ``remaining`` is off by one (a burst of 300 at one instant is enough).
 
 ``token_bucket`` and ``gcra`` keep one number, the theoretical arrival time
 (TAT) of the bucket: the moment the bucket will be full again. A token bucket
@@ -28,10 +35,11 @@ admits, so both share :func:`consume_tat`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from math import floor
-from typing import Any, Callable
+from typing import Any
 
-# Timestamps near 1.7e9 s carry about 0.2 µs of float precision, so
+# Timestamps near 1.7e9 s carry about 0.24 µs of float precision, so
 # comparisons allow 1 µs of rounding noise.
 EPSILON = 1e-6
 
@@ -44,21 +52,21 @@ def consume_tat(
     """Token bucket and GCRA: admit ``units`` when the bucket holds them."""
     interval = window / limit
     span = capacity * interval
-    if tat is None or tat < now:
-        tat = now
+    # Work with the backlog (how far the TAT is ahead of now), a small number,
+    # rather than with timestamps: near 1.7e9 s a timestamp carries only
+    # 0.24 µs, and dividing that error by a short interval miscounts units.
+    backlog = tat - now if tat is not None and tat > now else 0.0
 
-    new_tat = tat + units * interval
-    excess = new_tat - now - span
+    after = backlog + units * interval
+    excess = after - span
     if excess <= EPSILON:
-        level = (span - (new_tat - now)) / interval
-        remaining = floor(level + EPSILON)
-        next_unit_after = (remaining + 1 - level) * interval
-        return True, remaining, new_tat - now, 0.0, next_unit_after, new_tat
+        remaining = floor((span - after + EPSILON) / interval)
+        next_unit_after = after - span + (remaining + 1) * interval
+        return True, remaining, after, 0.0, next_unit_after, now + after
 
-    level = (span - (tat - now)) / interval
-    remaining = max(floor(level + EPSILON), 0)
-    next_unit_after = None if tat <= now else (remaining + 1 - level) * interval
-    return False, remaining, tat - now, excess, next_unit_after, tat
+    remaining = max(floor((span - backlog + EPSILON) / interval), 0)
+    next_unit_after = backlog - span + (remaining + 1) * interval
+    return False, remaining, backlog, excess, next_unit_after, tat
 
 
 def consume_fixed_window(
@@ -96,7 +104,9 @@ def consume_sliding_window(
     if log and log[-2] > now:
         now = log[-2]
 
-    cutoff = now - window
+    # An entry stops counting at ``t + window``; near that moment the float
+    # sum can miss it by a rounding error, so within EPSILON counts as reached.
+    cutoff = now - window + EPSILON
     start = 0
     while start < len(log) and log[start] <= cutoff:
         start += 2
@@ -112,7 +122,7 @@ def consume_sliding_window(
         log.append(units)
         remaining = limit - used - units
         reset_after = log[-2] + window - now
-        next_unit_after = log[0] + window - now
+        next_unit_after: float | None = log[0] + window - now
         return True, remaining, reset_after, 0.0, next_unit_after, log
 
     # Walk the log from the oldest entry until enough units have expired.

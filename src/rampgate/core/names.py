@@ -30,9 +30,9 @@ def check_action(action: object, field: str = "action") -> str:
 
 
 def check_actor_type(actor_type: object, field: str = "actor_type") -> str:
-    if actor_type not in _ACTOR_TYPE_SET:
+    if not isinstance(actor_type, str) or actor_type not in _ACTOR_TYPE_SET:
         raise InvalidInput(field, actor_type, "one of " + ", ".join(ACTOR_TYPES))
-    return actor_type  # type: ignore[return-value]
+    return actor_type
 
 
 def check_actor_id(actor_id: object, field: str = "actor_id") -> str:
@@ -42,15 +42,15 @@ def check_actor_id(actor_id: object, field: str = "actor_id") -> str:
 
 
 def check_tier(tier: object, field: str = "tier") -> str:
-    if tier not in TIERS:
+    if not isinstance(tier, str) or tier not in TIERS:
         raise InvalidInput(field, tier, "one of A, B, C, D")
-    return tier  # type: ignore[return-value]
+    return tier
 
 
 def check_level(level: object, field: str = "enforcement_level") -> str:
-    if level not in ENFORCEMENT_LEVELS:
+    if not isinstance(level, str) or level not in ENFORCEMENT_LEVELS:
         raise InvalidInput(field, level, "one of E0, E1, E2, E3, E4, E5")
-    return level  # type: ignore[return-value]
+    return level
 
 
 def check_percentage(percentage: object, field: str = "percentage") -> int:

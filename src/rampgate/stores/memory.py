@@ -20,7 +20,13 @@ class MemoryCounterStore:
 
     Token-bucket and GCRA counters are stored as a bare float, their
     theoretical arrival time, which is also the moment they expire; that keeps
-    a tracked actor near 150 bytes. Window counters store ``(state, expires_at)``.
+    a tracked actor near 150 bytes. The TAT is counted in seconds from the
+    store's first reading of the clock, because a float near 1.7e9 s rounds
+    every addition to 0.24 µs and those errors add up over a burst. Window
+    counters store ``(state, expires_at)`` in clock time.
+
+    The store's time never goes back: a clock reading earlier than one already
+    seen counts as that latest time, so no algorithm sees time move backwards.
     Expired keys are swept once the number of calls since the last sweep
     reaches the number of keys (at least ``min_sweep_interval`` calls), so a
     sweep costs O(1) amortised per call and one-off actors do not accumulate.
@@ -34,6 +40,8 @@ class MemoryCounterStore:
         self._lock = threading.Lock()
         self._calls_since_sweep = 0
         self._min_sweep_interval = min_sweep_interval
+        self._now = float("-inf")  # the latest clock reading
+        self._epoch: float | None = None  # origin of the stored TATs
 
     def __len__(self) -> int:
         return len(self._data)
@@ -43,10 +51,17 @@ class MemoryCounterStore:
     ) -> Outcome:
         with self._lock:
             now = float(self._clock())
+            if now < self._now:
+                now = self._now
+            else:
+                self._now = now
             data = self._data
 
             if algorithm == "token_bucket" or algorithm == "gcra":
-                outcome = consume_tat(data.get(key), now, units, limit, window_seconds, capacity)
+                epoch = self._epoch
+                if epoch is None:
+                    epoch = self._epoch = now
+                outcome = consume_tat(data.get(key), now - epoch, units, limit, window_seconds, capacity)
                 if outcome[0]:
                     data[key] = outcome[5]
             else:
@@ -79,14 +94,15 @@ class MemoryCounterStore:
     def evict_expired(self) -> int:
         """Drop every counter that is as good as fresh; return how many were dropped."""
         with self._lock:
-            return self._sweep(self._clock())
+            return self._sweep(max(float(self._clock()), self._now))
 
     def _sweep(self, now: float) -> int:
         self._calls_since_sweep = 0
+        tat_now = now - (self._epoch or 0.0)
         expired = [
             key
             for key, value in self._data.items()
-            if (value if value.__class__ is float else value[1]) <= now
+            if (value <= tat_now if value.__class__ is float else value[1] <= now)
         ]
         for key in expired:
             del self._data[key]
