@@ -194,19 +194,19 @@ class RolloutOperations:
         rollout = record.rollout
         now = self.clock()
         if rollout.state != RUNNING:
-            raise Conflict(f"the rollout of {flag_name!r} is {rollout.state}; resume it, or advance with --force")
+            raise Conflict(f"the rollout of {flag_name!r} is {rollout.state}; resume it, or force the promotion")
         bake_left = rollout.bake_left(now)
         if bake_left > 0:
             raise Conflict(
                 f"stage {rollout.stage} ({rollout.percentage} %) has {bake_left:.0f} s of bake left; "
-                "wait, or advance with --force"
+                "wait, or force the promotion"
             )
         verdict = judge_stage(rollout.plan, stage_metrics(self.engine, self.catalog, record, now))
         if verdict.status != PASS:
             waiting = ", ".join(f"{r.metric} {r.status}" for r in verdict.results if r.status != PASS)
             raise Conflict(
                 f"stage {rollout.stage} ({rollout.percentage} %) has not passed its gates "
-                f"({waiting or 'too few decisions'}); wait, or advance with --force"
+                f"({waiting or 'too few decisions'}); wait, or force the promotion"
             )
 
     def _mutate(self, flag_name: str, mutation: Mutation, changed_by: str, via: str, command: str) -> RolloutRecord:
