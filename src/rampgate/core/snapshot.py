@@ -11,6 +11,13 @@ from rampgate.core.trust import TrustProfile
 
 _DEFAULT_TRUST = (DEFAULT_TIER, DEFAULT_LEVEL)
 
+# Bound of the per-action caches: any valid action name may be requested, so
+# a client sending random names must not grow them without limit.
+MAX_CACHED_ACTIONS = 100_000
+
+# Algorithms whose whole state is one theoretical arrival time.
+_TAT_ALGORITHMS = frozenset(("token_bucket", "gcra"))
+
 
 class Route(NamedTuple):
     """How one action is rolled out: the governing flag and its numbers for that action."""
@@ -21,6 +28,98 @@ class Route(NamedTuple):
     shadow: bool
 
 
+class DecisionPlan:
+    """What the request path needs for one ``(action, tier)``, resolved once per snapshot.
+
+    It combines the action's route and the tier's policy, ignoring actor
+    overrides (see :class:`ActionPlans`). A plain slotted class rather than a
+    frozen dataclass because ``Gate.decide`` reads several fields per request.
+    """
+
+    __slots__ = (
+        "action",
+        "algorithm",
+        "capacity",
+        "cost_per_action",
+        "group_prefix",
+        "is_tat",
+        "key_prefix",
+        "limit",
+        "percentage",
+        "policy",
+        "policy_name",
+        "shadow",
+        "tier",
+        "window_seconds",
+    )
+
+    def __init__(self, action: str, tier: str, route: Route | None, policy: Policy | None) -> None:
+        self.action = action
+        self.tier = tier
+
+        # Cohort: an action that no flag governs is enforced for every actor.
+        if route is None:
+            self.percentage = 100
+            self.group_prefix = ""
+            self.shadow = False
+        else:
+            self.percentage = route.percentage
+            self.group_prefix = f"{route.group}:"
+            self.shadow = route.shadow
+
+        self.policy = policy
+        if policy is None:
+            self.policy_name = None
+            self.algorithm = ""
+            self.limit = 0
+            self.window_seconds = 0
+            self.capacity = 0
+            self.cost_per_action = 1
+            self.key_prefix = ""
+            self.is_tat = False
+            return
+
+        self.policy_name = policy.name
+        self.algorithm = policy.algorithm
+        self.limit = policy.limit_value
+        self.window_seconds = policy.window_seconds
+        self.capacity = policy.capacity
+        self.cost_per_action = policy.cost_per_action
+        # The counter key is key_prefix + "<actor_type>:<actor_id>}", the same
+        # string as rampgate.stores.base.counter_key.
+        self.key_prefix = f"{policy.algorithm}:{policy.name}:{{"
+        self.is_tat = policy.algorithm in _TAT_ALGORITHMS
+
+
+class ActionPlans:
+    """The decision plans of one action: one per tier, built on first use.
+
+    ``overridden`` holds the ``(actor_type, actor_id)`` pairs that have an
+    enabled actor policy for this action; their requests take the general path.
+    """
+
+    __slots__ = ("_snapshot", "action", "by_tier", "overridden")
+
+    def __init__(self, snapshot: CatalogSnapshot, action: str, overridden: frozenset[tuple[str, str]]) -> None:
+        self._snapshot = snapshot
+        self.action = action
+        self.by_tier: dict[str, DecisionPlan] = {}
+        self.overridden = overridden
+
+    def plan(self, tier: str) -> DecisionPlan:
+        """Return the plan for ``tier``, building it on first use."""
+        try:
+            return self.by_tier[tier]
+        except KeyError:
+            pass
+        snapshot = self._snapshot
+        # resolve() with an actor that has no override returns the tier or global policy.
+        policy = snapshot.policies.resolve(self.action, tier, "", "")
+        plan = DecisionPlan(self.action, tier, snapshot.route(self.action), policy)
+        self.by_tier[tier] = plan
+        return plan
+
+
 class CatalogSnapshot:
     """Flags, policies and trust profiles at one moment, indexed for the request path.
 
@@ -29,7 +128,7 @@ class CatalogSnapshot:
     then by name). An action that no flag governs is enforced.
     """
 
-    __slots__ = ("_routes", "flags", "policies", "trust", "version")
+    __slots__ = ("_overrides", "_routes", "action_plans", "flags", "policies", "trust", "version")
 
     def __init__(
         self,
@@ -47,6 +146,27 @@ class CatalogSnapshot:
         self.version = version
         self._routes: dict[str, Route | None] = {}
 
+        # Actor overrides grouped by action, for ActionPlans.overridden.
+        self._overrides: dict[str, set[tuple[str, str]]] = {}
+        for policy in self.policies.policies:
+            if policy.enabled and policy.scope == "actor":
+                pair = (str(policy.actor_type), str(policy.actor_id))
+                self._overrides.setdefault(policy.action, set()).add(pair)
+
+        # Filled by plans_for(); Gate.decide reads it directly, so only
+        # actions that passed validation are ever keys.
+        self.action_plans: dict[str, ActionPlans] = {}
+
+    def plans_for(self, action: str) -> ActionPlans:
+        """Return the plans of a validated ``action``, cached up to ``MAX_CACHED_ACTIONS`` actions."""
+        plans = self.action_plans.get(action)
+        if plans is not None:
+            return plans
+        plans = ActionPlans(self, action, frozenset(self._overrides.get(action, ())))
+        if len(self.action_plans) < MAX_CACHED_ACTIONS:
+            self.action_plans[action] = plans
+        return plans
+
     def route(self, action: str) -> Route | None:
         """Return the rollout route of ``action``, None when no flag governs it."""
         try:
@@ -58,7 +178,7 @@ class CatalogSnapshot:
         flag = self._governing_flag(action)
         if flag is not None:
             route = Route(flag, flag.percentage_for(action), flag.group, flag.shadow)
-        if len(self._routes) < 100_000:
+        if len(self._routes) < MAX_CACHED_ACTIONS:
             self._routes[action] = route
         return route
 

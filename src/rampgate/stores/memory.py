@@ -49,6 +49,10 @@ class MemoryCounterStore:
     def consume(
         self, key: str, algorithm: str, limit: int, window_seconds: int, capacity: int, units: int
     ) -> Outcome:
+        if algorithm == "token_bucket" or algorithm == "gcra":
+            outcome = self.consume_tat(key, limit, window_seconds, capacity, units)[0]
+            return outcome[0], outcome[1], outcome[2], outcome[3], outcome[4], None
+
         with self._lock:
             now = float(self._clock())
             if now < self._now:
@@ -57,34 +61,62 @@ class MemoryCounterStore:
                 self._now = now
             data = self._data
 
-            if algorithm == "token_bucket" or algorithm == "gcra":
-                epoch = self._epoch
-                if epoch is None:
-                    epoch = self._epoch = now
-                outcome = consume_tat(data.get(key), now - epoch, units, limit, window_seconds, capacity)
+            stored = data.get(key)
+            state = None if stored is None else stored[0]
+            if algorithm == "fixed_window":
+                outcome = consume_fixed_window(state, now, units, limit, window_seconds, capacity)
                 if outcome[0]:
-                    data[key] = outcome[5]
+                    index = outcome[5][0]
+                    data[key] = (outcome[5], (index + 1) * window_seconds)
             else:
-                stored = data.get(key)
-                state = None if stored is None else stored[0]
-                if algorithm == "fixed_window":
-                    outcome = consume_fixed_window(state, now, units, limit, window_seconds, capacity)
-                    if outcome[0]:
-                        index = outcome[5][0]
-                        data[key] = (outcome[5], (index + 1) * window_seconds)
-                else:
-                    outcome = consume_sliding_window(state, now, units, limit, window_seconds, capacity)
-                    log = outcome[5]
-                    if log:
-                        data[key] = (log, log[-2] + window_seconds)
-                    elif stored is not None:
-                        del data[key]
+                outcome = consume_sliding_window(state, now, units, limit, window_seconds, capacity)
+                log = outcome[5]
+                if log:
+                    data[key] = (log, log[-2] + window_seconds)
+                elif stored is not None:
+                    del data[key]
 
             self._calls_since_sweep += 1
             if self._calls_since_sweep >= self._min_sweep_interval and self._calls_since_sweep >= len(data):
                 self._sweep(now)
 
         return outcome[0], outcome[1], outcome[2], outcome[3], outcome[4], None
+
+    def consume_tat(
+        self, key: str, limit: int, window_seconds: int, capacity: int, units: int
+    ) -> tuple[Outcome, float]:
+        """Run the token-bucket/GCRA transition for ``key``.
+
+        ``consume`` delegates here, and ``Gate.decide`` calls it directly to
+        skip the dispatch on the algorithm's name. Returns the outcome, whose
+        state is the new theoretical arrival time counted from the store's
+        epoch, and the store's ``now``, so the caller can stamp the audit row
+        without reading the clock again. ``lock.acquire``/``release`` instead
+        of ``with`` saves about 80 ns per call on CPython 3.11.
+        """
+        lock = self._lock
+        lock.acquire()
+        try:
+            now = float(self._clock())
+            if now < self._now:
+                now = self._now
+            else:
+                self._now = now
+            epoch = self._epoch
+            if epoch is None:
+                epoch = self._epoch = now
+            data = self._data
+            outcome = consume_tat(data.get(key), now - epoch, units, limit, window_seconds, capacity)
+            if outcome[0]:
+                data[key] = outcome[5]
+
+            calls = self._calls_since_sweep + 1
+            self._calls_since_sweep = calls
+            if calls >= self._min_sweep_interval and calls >= len(data):
+                self._sweep(now)
+        finally:
+            lock.release()
+        return outcome, now
 
     async def aconsume(
         self, key: str, algorithm: str, limit: int, window_seconds: int, capacity: int, units: int

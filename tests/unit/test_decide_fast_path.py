@@ -1,0 +1,141 @@
+"""Gate.decide's inlined fast path against the step-by-step DecisionEngine pipeline.
+
+Two gates get the same catalog and the same clock. One answers through
+``Gate.decide``, the other through ``Gate._decide_general`` only, and every
+decision and every recorded audit entry must be identical, over random
+requests that reach every branch: cohorts, shadow on and off, actor
+overrides, trust tiers, suspension, each algorithm, costs above capacity and
+actions without a policy.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from rampgate.core.decision import Decision
+from rampgate.core.flags import ENFORCEMENT_FLAG
+from rampgate.core.policies import Policy
+from rampgate.errors import InvalidInput
+from rampgate.gate import Gate, memory_gate
+
+ACTORS = [("user", f"u-{n}") for n in range(40)] + [("ip", "10.0.0.1"), ("device", "d-1")]
+ACTIONS = ("send_message", "media_upload", "api_call", "custom_sliding", "custom_fixed", "custom_gcra",
+           "unflagged", "no_policy")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.rows: list[tuple[Any, ...]] = []
+
+    def record(
+        self, decision: Decision, units: int, now: float, request_id: str | None, context: dict[str, Any] | None
+    ) -> None:
+        self.rows.append((fields_of(decision), units, now, request_id, context))
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+def fields_of(decision: Decision) -> dict[str, Any]:
+    return {name: getattr(decision, name) for name in Decision.__slots__}
+
+
+def configure(gate: Gate, percentage: int, shadow: bool) -> None:
+    """Give ``gate`` a catalog that reaches every branch of the pipeline."""
+    catalog = gate.catalog
+    config = dict(catalog.get_flag(ENFORCEMENT_FLAG).config)
+    config["actions"] = list(config["actions"]) + ["custom_sliding", "custom_fixed", "custom_gcra", "no_policy"]
+    config["action_percentages"] = {"media_upload": min(100, percentage + 20)}
+    config["shadow"] = shadow
+    catalog.set_flag(ENFORCEMENT_FLAG, enabled=True, percentage=percentage, config=config)
+
+    catalog.set_policy(Policy(scope="tier", tier="B", action="custom_sliding", limit_value=4, window_seconds=10,
+                              algorithm="sliding_window", cost_per_action=2))
+    catalog.set_policy(Policy(scope="global", action="custom_fixed", limit_value=5, window_seconds=7,
+                              algorithm="fixed_window", fail_mode="closed"))
+    catalog.set_policy(Policy(scope="tier", tier="B", action="custom_gcra", limit_value=3, window_seconds=9,
+                              algorithm="gcra", burst=2))
+    catalog.set_policy(Policy(scope="global", action="unflagged", limit_value=6, window_seconds=5))
+    catalog.set_policy(Policy(scope="actor", actor_type="user", actor_id="u-3", action="send_message",
+                              limit_value=2, window_seconds=30))
+    catalog.set_policy(Policy(scope="actor", actor_type="user", actor_id="u-4", action="custom_gcra",
+                              limit_value=1, window_seconds=4, algorithm="token_bucket"))
+    catalog.set_policy(Policy(scope="tier", tier="C", action="api_call", limit_value=3, window_seconds=60,
+                              enabled=False))
+
+    catalog.set_trust("user", "u-1", tier="A")
+    catalog.set_trust("user", "u-2", tier="C")
+    catalog.set_trust("user", "u-5", tier="D")
+    catalog.set_trust("user", "u-6", tier="B", level="E5")
+    catalog.set_trust("user", "u-3", tier="C")
+    gate.refresh()
+
+
+@pytest.mark.parametrize(("percentage", "shadow"), [(0, True), (37, True), (37, False), (100, True)])
+def test_fast_path_matches_engine(percentage: int, shadow: bool) -> None:
+    clock = Clock()
+    fast_recorder, general_recorder = Recorder(), Recorder()
+    fast = memory_gate(clock=clock, watch=False, recorder=fast_recorder)
+    general = memory_gate(clock=clock, watch=False, recorder=general_recorder)
+    configure(fast, percentage, shadow)
+    configure(general, percentage, shadow)
+    rng = random.Random(percentage * 2 + shadow)
+
+    try:
+        for step in range(3000):
+            actor_type, actor_id = rng.choice(ACTORS)
+            action = rng.choice(ACTIONS)
+            cost = rng.choice((1, 1, 1, 2, 3, 7, 300))
+            request_id = f"r-{step}" if step % 7 == 0 else None
+            context = {"step": step} if step % 11 == 0 else None
+
+            got = fast.decide(actor_type, actor_id, action, cost, request_id=request_id, context=context)
+            want = general._decide_general(
+                general.snapshot, actor_type, actor_id, action, cost, request_id, context
+            )
+
+            assert fields_of(got) == fields_of(want), (step, actor_type, actor_id, action, cost)
+            clock.now += rng.choice((0.0, 0.0, 0.001, 0.25, 1.0, 3.5))
+    finally:
+        fast.close()
+        general.close()
+
+    assert fast_recorder.rows == general_recorder.rows
+
+
+@pytest.mark.parametrize(
+    ("arguments", "field"),
+    [
+        (("robot", "u-1", "api_call", 1), "actor_type"),
+        (("user", "", "api_call", 1), "actor_id"),
+        (("user", "x" * 257, "api_call", 1), "actor_id"),
+        (("user", 42, "api_call", 1), "actor_id"),
+        (("user", "u-1", "Bad Action", 1), "action"),
+        (("user", "u-1", "api_call", 0), "cost"),
+        (("user", "u-1", "api_call", True), "cost"),
+        (("robot", "u-1", "Bad Action", 0), "actor_type"),
+    ],
+)
+def test_fast_path_rejects_like_engine(arguments: tuple[Any, ...], field: str) -> None:
+    gate = memory_gate(watch=False, audit=False)
+    try:
+        gate.decide("user", "u-1", "api_call")  # warm the plan cache first
+        with pytest.raises(InvalidInput) as raised:
+            gate.decide(*arguments)
+        assert raised.value.field == field
+    finally:
+        gate.close()
