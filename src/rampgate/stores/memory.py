@@ -28,8 +28,11 @@ class MemoryCounterStore:
     The store's time never goes back: a clock reading earlier than one already
     seen counts as that latest time, so no algorithm sees time move backwards.
     Expired keys are swept once the number of calls since the last sweep
-    reaches the number of keys (at least ``min_sweep_interval`` calls), so a
-    sweep costs O(1) amortised per call and one-off actors do not accumulate.
+    reaches the number of keys that sweep kept (at least
+    ``min_sweep_interval`` calls). A sweep then visits at most twice as many
+    keys as calls were made since the last one, so it costs O(1) amortised
+    per call, and a stream of one-off actors holds at most the live counters
+    plus one sweep interval of new ones.
     """
 
     name = "memory"
@@ -40,6 +43,10 @@ class MemoryCounterStore:
         self._lock = threading.Lock()
         self._calls_since_sweep = 0
         self._min_sweep_interval = min_sweep_interval
+        # Calls until the next sweep. Comparing the calls with the current
+        # number of keys instead would never sweep again while each call adds
+        # a key, which is what a stream of one-off actors does.
+        self._sweep_after = min_sweep_interval
         self._now = float("-inf")  # the latest clock reading
         self._epoch: float | None = None  # origin of the stored TATs
 
@@ -77,7 +84,7 @@ class MemoryCounterStore:
                     del data[key]
 
             self._calls_since_sweep += 1
-            if self._calls_since_sweep >= self._min_sweep_interval and self._calls_since_sweep >= len(data):
+            if self._calls_since_sweep >= self._sweep_after:
                 self._sweep(now)
 
         return outcome[0], outcome[1], outcome[2], outcome[3], outcome[4], None
@@ -112,7 +119,7 @@ class MemoryCounterStore:
 
             calls = self._calls_since_sweep + 1
             self._calls_since_sweep = calls
-            if calls >= self._min_sweep_interval and calls >= len(data):
+            if calls >= self._sweep_after:
                 self._sweep(now)
         finally:
             lock.release()
@@ -138,6 +145,7 @@ class MemoryCounterStore:
         ]
         for key in expired:
             del self._data[key]
+        self._sweep_after = max(self._min_sweep_interval, len(self._data))
         if expired:
             logger.debug("store.evicted", extra={"keys": len(expired), "kept": len(self._data)})
         return len(expired)
