@@ -131,7 +131,10 @@ class RolloutOperations:
     def abort(self, flag_name: str, *, reason: str | None = None, changed_by: str, via: str) -> RolloutRecord:
         """End the running or paused rollout and disable the flag at 0 % (the emergency rollback)."""
         text = reason or "aborted by an operator"
-        return self._mutate(flag_name, lambda rollout, now: rollout.abort(now, text), changed_by, via, "abort")
+        try:
+            return self._mutate(flag_name, lambda rollout, now: rollout.abort(now, text), changed_by, via, "abort")
+        except NotFound as error:
+            raise NotFound(f"{error}; to disable the flag anyway run `rampgate flag rollback {flag_name}`") from None
 
     # -- shared steps -------------------------------------------------------
 
