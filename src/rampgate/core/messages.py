@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from math import ceil
 
 SUPPORTED_LANGUAGES: tuple[str, ...] = ("en", "ru")
@@ -35,8 +36,9 @@ def _split_duration(seconds: float) -> tuple[int, str]:
     whole = max(1, ceil(seconds - 1e-9))
     if whole < 60:
         return whole, "second"
-    if whole < 3600:
-        return ceil(whole / 60), "minute"
+    minutes = ceil(whole / 60)
+    if minutes < 60:
+        return minutes, "minute"
     return ceil(whole / 3600), "hour"
 
 
@@ -77,26 +79,49 @@ def negotiate_language(accept_language: str | None) -> str:
     """Choose a supported language from an ``Accept-Language`` header value.
 
     Follows the q-values (``ru;q=0.9, en;q=0.8``); a tag matches on its primary
-    subtag, so ``ru-RU`` selects Russian. English is the default.
+    subtag, so ``ru-RU`` selects Russian, and ``*`` stands for every language
+    the header does not name. Among equal q-values the earlier entry wins.
+    Entries with an invalid q-value are ignored, and English is the default.
     """
     if not accept_language:
         return DEFAULT_LANGUAGE
 
+    # language -> (quality, position of the entry)
+    named: dict[str, tuple[float, int]] = {}
+    wildcard: tuple[float, int] | None = None
+    for position, entry in enumerate(accept_language.split(",")):
+        tag, _, parameters = entry.partition(";")
+        tag = tag.strip().lower()
+        quality = _quality(parameters)
+        if not tag or quality is None:
+            continue
+        if tag == "*":
+            if wildcard is None:
+                wildcard = (quality, position)
+            continue
+        language = tag.split("-")[0]
+        if language in SUPPORTED_LANGUAGES and (language not in named or quality > named[language][0]):
+            named[language] = (quality, position)
+
     best_language = DEFAULT_LANGUAGE
-    best_quality = -1.0
-    for item in accept_language.split(","):
-        tag, _, params = item.strip().partition(";")
-        primary = tag.strip().lower().split("-")[0]
-        quality = 1.0
-        params = params.strip()
-        if params.startswith("q="):
-            try:
-                quality = float(params[2:])
-            except ValueError:
-                continue
-        if primary == "*":
-            primary = DEFAULT_LANGUAGE
-        if primary in SUPPORTED_LANGUAGES and quality > 0 and quality > best_quality:
-            best_language = primary
-            best_quality = quality
+    best_rank: tuple[float, int] | None = None
+    for language in SUPPORTED_LANGUAGES:
+        rank = named.get(language, wildcard)
+        if rank is None or rank[0] <= 0:
+            continue
+        if best_rank is None or rank[0] > best_rank[0] or (rank[0] == best_rank[0] and rank[1] < best_rank[1]):
+            best_language, best_rank = language, rank
     return best_language
+
+
+_QUALITY_RE = re.compile(r"0(\.[0-9]{0,3})?|1(\.0{0,3})?")
+
+
+def _quality(parameters: str) -> float | None:
+    """Return the q-value in ``;``-separated parameters: 1.0 when absent, None when invalid."""
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "q":
+            value = value.strip()
+            return float(value) if _QUALITY_RE.fullmatch(value) else None
+    return 1.0
