@@ -68,7 +68,9 @@ class _GateBase:
         if recorder is not None:
             self.recorder: DecisionRecorder = recorder
         elif audit:
-            writer = AuditWriter(self.engine, max_buffer=self.settings.audit_buffer_rows)
+            writer = AuditWriter(
+                self.engine, max_buffer=self.settings.audit_buffer_rows, spill_path=self.settings.audit_spill_path
+            )
             writer.start()
             self.recorder = writer
         else:
