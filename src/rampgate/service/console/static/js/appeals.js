@@ -31,18 +31,18 @@ function appealRow(appeal) {
     const reject = changeControl(el("button", { type: "button" }, "Reject", hiddenText(` appeal ${id}`)));
     uphold.addEventListener("click", () => resolveAppeal(appeal, "uphold", note.value.trim()));
     reject.addEventListener("click", () => resolveAppeal(appeal, "reject", note.value.trim()));
-    noteCell = el("td", {}, note);
+    noteCell = el("td", { "data-label": "Note" }, note);
     actions.append(uphold, reject);
   } else {
     const resolved = [appeal.resolution_note, appeal.resolved_by && `by ${appeal.resolved_by}`].filter(Boolean).join(" ");
-    noteCell = el("td", { text: resolved || "–" });
+    noteCell = el("td", { "data-label": "Resolution", text: resolved || "–" });
   }
   return el("tr", { dataset: { appeal: String(id), status: appeal.status } },
-    el("td", {}, timeElement(appeal.created_at)),
-    el("td", { class: "mono", text: actorName(appeal) }),
-    el("td", {}, appeal.action, appeal.request_id ? el("span", { class: "subtle mono", text: ` ${appeal.request_id}` }) : null),
-    el("td", { class: "appeal-text", text: appeal.text }),
-    el("td", {}, el("span", { class: "status-pill", dataset: { status: appeal.status }, text: appeal.status })),
+    el("td", { "data-label": "Filed" }, timeElement(appeal.created_at)),
+    el("td", { "data-label": "Actor", class: "mono", text: actorName(appeal) }),
+    el("td", { "data-label": "Action" }, appeal.action, appeal.request_id ? el("span", { class: "subtle mono", text: ` ${appeal.request_id}` }) : null),
+    el("td", { "data-label": "Text", class: "appeal-text", text: appeal.text }),
+    el("td", { "data-label": "Status" }, el("span", { class: "status-pill", dataset: { status: appeal.status }, text: appeal.status })),
     noteCell,
     actions,
   );

@@ -42,13 +42,17 @@ function select(options, attrs) {
   return el("select", attrs, ...options.map((value) => el("option", { value, text: value })));
 }
 
+const COLUMN_NAMES = {
+  algorithm: "Algorithm", limit: "Limit", window: "Window (s)", burst: "Burst", fail_mode: "Fail mode", enabled: "Enabled",
+};
+
 function labelledCell(name, label, control) {
   control.id = `policy-${slug(label)}-${name}`;
   control.setAttribute("aria-label", label);
   control.dataset.name = name;
   changeControl(control);
   trackDirty(control);
-  return el("td", {}, control);
+  return el("td", { "data-label": COLUMN_NAMES[name] }, control);
 }
 
 function buildRow(policy) {
@@ -56,7 +60,7 @@ function buildRow(policy) {
   const save = changeControl(el("button", { type: "button", class: "primary" }, "Save", hiddenText(` ${label}`)));
   const remove = changeControl(el("button", { type: "button" }, "Delete", hiddenText(` ${label}`)));
   const status = el("span", { class: "row-status", role: "status" });
-  const row = el("tr", { dataset: { policy: policyKey(policy) } },
+  const row = el("tr", { dataset: { policy: policyKey(policy), tier: policy.tier ?? "", action: policy.action } },
     el("th", { scope: "row" }, el("span", { class: "mono", text: policy.policy ?? label })),
     labelledCell("algorithm", `Algorithm for ${label}`, select(ALGORITHMS, {})),
     labelledCell("limit", `Limit for ${label}`, el("input", { type: "number", inputmode: "numeric", class: "narrow" })),
@@ -169,6 +173,27 @@ export async function refreshPolicies() {
     tbody.replaceChildren(...ordered);
   }
   if (ordered.length === 0) tbody.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: 8, text: "No policies." })));
+  updateActionFilter(policies);
+  applyFilters();
+}
+
+function updateActionFilter(policies) {
+  const select = document.getElementById("policy-action-filter");
+  const actions = [...new Set(policies.map((policy) => policy.action))].sort();
+  const known = [...select.options].slice(1).map((option) => option.value);
+  if (known.join(",") === actions.join(",")) return;
+  const chosen = select.value;
+  select.replaceChildren(el("option", { value: "", text: "all" }), ...actions.map((action) => el("option", { value: action, text: action })));
+  select.value = actions.includes(chosen) ? chosen : "";
+}
+
+/** Show only the rows of the chosen tier and action; a tier filter hides global and actor policies. */
+function applyFilters() {
+  const tier = document.getElementById("policy-tier-filter").value;
+  const action = document.getElementById("policy-action-filter").value;
+  for (const row of rows.values()) {
+    row.hidden = (tier !== "" && row.dataset.tier !== tier) || (action !== "" && row.dataset.action !== action);
+  }
 }
 
 function showScopeFields(form) {
@@ -178,6 +203,8 @@ function showScopeFields(form) {
 
 /** Wire the "Add a policy" form. */
 export function setUpPolicyForm() {
+  document.getElementById("policy-tier-filter").addEventListener("change", applyFilters);
+  document.getElementById("policy-action-filter").addEventListener("change", applyFilters);
   const form = document.getElementById("policy-add-form");
   for (const control of form.querySelectorAll("input, select")) control.id ||= `policy-add-${control.name}`;
   form.elements.scope.addEventListener("change", () => showScopeFields(form));

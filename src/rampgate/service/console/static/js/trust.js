@@ -24,13 +24,15 @@ function parseScore(text) {
   return Number.isFinite(value) ? value : trimmed;
 }
 
+const COLUMN_NAMES = { tier: "Tier", enforcement_level: "Level", trust_score: "Score" };
+
 function control(name, label, node) {
   node.id = `trust-${slug(label)}`;
   node.dataset.name = name;
   node.setAttribute("aria-label", label);
   changeControl(node);
   trackDirty(node);
-  return el("td", {}, node);
+  return el("td", { "data-label": COLUMN_NAMES[name] }, node);
 }
 
 function options(values) {
