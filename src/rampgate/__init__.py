@@ -3,6 +3,8 @@
 from rampgate.core.decision import Decision
 from rampgate.errors import (
     ConfigurationError,
+    Conflict,
+    InternalError,
     InvalidInput,
     NotFound,
     RampgateError,
@@ -16,8 +18,10 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncGate",
     "ConfigurationError",
+    "Conflict",
     "Decision",
     "Gate",
+    "InternalError",
     "InvalidInput",
     "NotFound",
     "RampgateError",

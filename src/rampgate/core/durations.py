@@ -10,17 +10,19 @@ _DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
 
 
-def parse_duration(text: str | int | float, field: str = "duration") -> float:
+def parse_duration(text: object, field: str = "duration") -> float:
     """Return the seconds in ``text``: a number of seconds or a string such as ``"1h"``.
 
-    A compound form such as ``"1h30m"`` is accepted as well.
+    A compound form such as ``"1h30m"`` is accepted as well. Anything else,
+    such as ``None`` from a plan file that left the key empty, raises
+    :class:`InvalidInput` naming ``field``.
     """
-    if isinstance(text, bool):
-        raise InvalidInput(field, text, 'a duration such as "90s", "30m", "2h" or a number of seconds')
-    if isinstance(text, (int, float)):
-        if text < 0:
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        if not 0 <= text < float("inf"):
             raise InvalidInput(field, text, "a duration of 0 or more seconds")
         return float(text)
+    if not isinstance(text, str):
+        raise InvalidInput(field, text, 'a duration such as "90s", "30m", "2h" or a number of seconds')
 
     position = 0
     total = 0.0
@@ -40,10 +42,10 @@ def parse_duration(text: str | int | float, field: str = "duration") -> float:
 
 def format_duration(seconds: float) -> str:
     """Return ``"1h 30m"`` style text for a number of seconds."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    hours, rest = divmod(seconds, 3600)
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     parts = []
     if hours:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from rampgate.core.names import check_action, check_actor_id, check_actor_type, check_tier
 from rampgate.errors import InvalidInput

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import NamedTuple
 
 from rampgate.core.flags import ENFORCEMENT_FLAG, Flag
 from rampgate.core.names import DEFAULT_LEVEL, DEFAULT_TIER
