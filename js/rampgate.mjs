@@ -43,7 +43,7 @@ const STORE_ERROR_RETRY_AFTER = 1;
  * @property {string | null} message End-user sentence of a blocked decision.
  * @property {"en" | "ru"} language Language of `message`, negotiated from `acceptLanguage`.
  * @property {Record<string, string>} headers `RateLimit-Policy` and `RateLimit` as the service sent them.
- * @property {string} [error] Why the service call failed, when the decision stands in for one.
+ * @property {string} [error] Why the service call failed, when this decision replaces the service's.
  */
 
 /**
@@ -143,9 +143,9 @@ export async function checkRateLimit(options) {
 /**
  * Build the 429 response for a blocked decision, exactly as rampgate's protected endpoints send it.
  *
- * `Retry-After` is the whole seconds of `retry_after` (at least 1) and is
- * left out when the request can never pass; the body's `retryAfter` is the
- * same integer, or null.
+ * `Retry-After` is the whole seconds of `retry_after`, at least 1. It is left
+ * out when the request can never pass, and then the body's `retryAfter` is
+ * null.
  *
  * @param {Decision} decision A blocked decision from {@link checkRateLimit}.
  * @param {ResponseOptions} [options]
@@ -367,14 +367,14 @@ function checkOptions(options) {
  * @returns {never}
  */
 function invalid(field, value, expected) {
-  let shown;
+  let text;
   try {
-    shown = typeof value === "string" ? JSON.stringify(value) : String(value);
+    text = typeof value === "string" ? JSON.stringify(value) : String(value);
   } catch {
-    shown = Object.prototype.toString.call(value);
+    text = Object.prototype.toString.call(value);
   }
-  if (shown.length > 80) shown = `${shown.slice(0, 77)}...`;
-  throw new RampgateError(`invalid ${field}: ${shown}; expected ${expected}`, { field, value });
+  if (text.length > 80) text = `${text.slice(0, 77)}...`;
+  throw new RampgateError(`invalid ${field}: ${text}; expected ${expected}`, { field, value });
 }
 
 /**
@@ -422,7 +422,7 @@ function readResponse(checked, language, response, text) {
     return failedDecision(checked, language, `the service at ${checked.url} returned ${status}`, undefined);
   }
   if (status !== 200 || body === null || typeof body.allowed !== "boolean") {
-    throw new RampgateError(`unexpected answer from ${checked.endpoint}: status ${status}; expected 200 with a decision`, {
+    throw new RampgateError(`unexpected response from ${checked.endpoint}: status ${status}; expected 200 with a decision`, {
       status,
     });
   }
@@ -436,7 +436,7 @@ function readResponse(checked, language, response, text) {
 }
 
 /**
- * Stand in for a decision the service could not give, as `onError` says.
+ * Build the decision that replaces the service's when the call failed, as `onError` sets.
  *
  * @param {ReturnType<typeof checkOptions>} checked
  * @param {"en" | "ru"} language
@@ -480,7 +480,7 @@ function messageFor(decision, acceptLanguage) {
 }
 
 /**
- * The RateLimit headers of a 429: the service's when it sent them, else built from the decision's fields.
+ * Return the RateLimit headers of a 429: the service's when it sent them, else built from the decision's fields.
  *
  * @param {Decision} decision
  * @param {number | null} retryAfter

@@ -3,10 +3,10 @@
 // The pytest wrapper (tests/e2e/test_js_module.py) starts the server and
 // passes RAMPGATE_TEST_URL, RAMPGATE_TEST_SERVICE_TOKEN,
 // RAMPGATE_TEST_ADMIN_TOKEN and RAMPGATE_TEST_JWT_SECRET. Without
-// RAMPGATE_TEST_URL this file starts one itself with the `rampgate` command
-// (RAMPGATE_BIN, else the repository's .venv/bin/rampgate, else PATH), on a
-// fresh SQLite catalog set up the same way: enforcement at 100 %, `follow` at
-// 0 % (shadow mode), and user:u-suspended at level E5.
+// RAMPGATE_TEST_URL this file starts a server itself with the `rampgate`
+// command: RAMPGATE_BIN, else the repository's .venv/bin/rampgate, else PATH.
+// Its fresh SQLite catalog is set up the same way. Enforcement is at 100 %,
+// `follow` at 0 % (shadow mode), and user:u-suspended at level E5.
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { createHmac, randomUUID } from "node:crypto";
@@ -105,7 +105,7 @@ async function checkTimes(count, options) {
   return decisions;
 }
 
-/** An HS256 JWT for the service's protected example endpoints. */
+/** Sign an HS256 JWT for the service's protected example endpoints. */
 function endUserToken(actorId) {
   const encode = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
   const unsigned = `${encode({ alg: "HS256", typ: "JWT" })}.${encode({ sub: actorId, exp: Math.floor(Date.now() / 1000) + 3600 })}`;
@@ -142,7 +142,8 @@ describe("checkRateLimit against rampgate serve", () => {
     assert.deepEqual(decisions.map((d) => d.allowed), [true, true, true, true, true, false]);
 
     const blocked = decisions[5];
-    assert.ok(blocked.retry_after > 11 && blocked.retry_after <= 12);
+    assert.ok(blocked.retry_after > 11, `retry_after ${blocked.retry_after}`);
+    assert.ok(blocked.retry_after <= 12, `retry_after ${blocked.retry_after}`);
     const response = rateLimitResponse(blocked);
     assert.equal(response.status, 429);
     assert.equal(response.headers.get("Retry-After"), "12");
