@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import sqlalchemy as sa
 
@@ -290,10 +290,22 @@ def run_controller(
         catalog.engine.dispose()
 
 
+class ControllerHandle(NamedTuple):
+    """The thread of :func:`run_controller_thread` and the event that stops it; unpacks as ``(thread, stop_event)``."""
+
+    thread: threading.Thread
+    stop_event: threading.Event
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the controller, which gives up its leases, and wait up to ``timeout`` seconds for it."""
+        self.stop_event.set()
+        self.thread.join(timeout)
+
+
 def run_controller_thread(
     settings: Settings, flag: str | None = None, **options: float | str | None
-) -> tuple[threading.Thread, threading.Event]:
-    """Start :func:`run_controller` in a daemon thread; set the returned event to stop it."""
+) -> ControllerHandle:
+    """Start :func:`run_controller` in a daemon thread; set the returned event (or call ``stop()``) to stop it."""
     stop_event = threading.Event()
     thread = threading.Thread(
         target=run_controller,
@@ -303,4 +315,4 @@ def run_controller_thread(
         daemon=True,
     )
     thread.start()
-    return thread, stop_event
+    return ControllerHandle(thread, stop_event)

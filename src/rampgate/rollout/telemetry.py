@@ -1,4 +1,9 @@
-"""Prometheus series of rollouts, registered once per process in the default registry."""
+"""Prometheus series of rollouts, registered once per process in the default registry.
+
+The decision service adds :data:`COLLECTORS` to its own registry, so
+``/metrics`` shows them too. Under ``rampgate serve --workers N`` the values
+go to prometheus_client's multiprocess files like the service's own series.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,15 @@ STAGE = Gauge(
     "rampgate_rollout_stage",
     "Current stage of the flag's newest rollout, counted from 1 (0 once it was rolled back or aborted).",
     ["flag"],
+    multiprocess_mode="mostrecent",
 )
 PERCENTAGE = Gauge(
     "rampgate_rollout_percentage",
     "Percentage the flag's newest rollout enforces now (0 once it was rolled back or aborted).",
     ["flag"],
+    multiprocess_mode="mostrecent",
 )
+COLLECTORS = (TRANSITIONS, STAGE, PERCENTAGE)
 
 
 def count_transition(flag_name: str, event: str) -> None:

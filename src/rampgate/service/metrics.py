@@ -95,6 +95,12 @@ class ServiceMetrics:
             ["flag"], registry=registry, multiprocess_mode="livemostrecent",
         )
 
+        # The rollout controller's series, which it keeps in the default registry.
+        from rampgate.rollout.telemetry import COLLECTORS
+
+        for collector in COLLECTORS:
+            registry.register(collector)
+
         # Recorder totals already added to the counters, so each sync adds the difference.
         self._copied = {"dropped": 0, "written": 0, "write_errors": 0}
         self._flags: set[str] = set()
