@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
+from psycopg.copy import QueuedLibpqWriter
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -49,7 +50,11 @@ AUDIT_COLUMNS = (
 )
 StatKey = tuple[int, str, str, str, bool, str]
 
-COPY_AUDITS = f"copy rate_limit_audits ({', '.join(AUDIT_COLUMNS)}) from stdin"
+COPY_AUDITS = f"copy rate_limit_audits ({', '.join(AUDIT_COLUMNS)}) from stdin (format binary)"
+# Binary COPY: jsonb travels as a version byte (1) followed by the JSON text,
+# which the bytea dumper sends unchanged.
+COPY_TYPES = ("text", "text", "text", "bool", "int4", "int4", "text", "bytea", "timestamptz")
+JSONB_VERSION = b"\x01"
 SPILL_FILE_ROWS = 50_000
 WRITE_ERRORS = (sa.exc.SQLAlchemyError, psycopg.Error, OSError)
 
@@ -94,9 +99,25 @@ def audit_context(decision: Decision, units: int, context: dict[str, Any] | None
 
 
 def audit_values(row: AuditRow) -> tuple[Any, ...]:
-    """Build the column values of one queued decision, in :data:`AUDIT_COLUMNS` order."""
+    """Build the column values of one queued decision, in :data:`AUDIT_COLUMNS` order.
+
+    ``context`` is JSON text and ``created_at`` Unix seconds, so the tuple can
+    go to a spill file as it is. Without a caller context the JSON text is
+    formatted directly, which costs a fraction of ``json.dumps`` on a dict;
+    the result equals ``json.dumps(audit_context(...))`` without spaces.
+    """
     decision, units, request_id, context, created_at = row
     allowed = decision.allowed
+    if context:
+        context_json = json.dumps(audit_context(decision, units, context), separators=(",", ":"), default=str)
+    else:
+        # tier and reason are fixed vocabularies, so only the policy name needs escaping.
+        retry_after = decision.retry_after
+        context_json = (
+            f'{{"tier":"{decision.tier}","policy":{_json_string(decision.policy)},'
+            f'"reason":"{decision.reason}","cost":{units}'
+            + (f',"retry_after":{retry_after!r}}}' if retry_after else "}")
+        )
     return (
         decision.actor_type,
         decision.actor_id,
@@ -105,9 +126,12 @@ def audit_values(row: AuditRow) -> tuple[Any, ...]:
         decision.remaining,
         units if allowed else 0,
         request_id,
-        json.dumps(audit_context(decision, units, context), separators=(",", ":"), default=str),
+        context_json,
         created_at,
     )
+
+
+_json_string = json.JSONEncoder().encode
 
 
 def default_spill_path() -> Path:
@@ -142,7 +166,7 @@ class AuditWriter:
         *,
         flush_interval: float = 0.2,
         max_buffer: int = 100_000,
-        batch_size: int = 5_000,
+        batch_size: int = 10_000,
         spill_path: str | Path | None = None,
         max_spill_bytes: int = 1 << 30,
     ) -> None:
@@ -350,10 +374,13 @@ class AuditWriter:
             try:
                 with connection.transaction():
                     with connection.cursor() as cursor:
-                        with cursor.copy(COPY_AUDITS) as copy:
+                        # A worker thread sends the data, so the rows are formatted
+                        # while the server is still inserting the previous ones.
+                        with cursor.copy(COPY_AUDITS, writer=QueuedLibpqWriter(cursor)) as copy:
+                            copy.set_types(COPY_TYPES)
                             write_row = copy.write_row
                             for row in rows:
-                                write_row((*row[:8], _timestamp(row[8])))
+                                write_row((*row[:7], JSONB_VERSION + row[7].encode(), _timestamp(row[8])))
             except psycopg.Error:
                 self._close_copy_connection()
                 raise
