@@ -116,10 +116,10 @@ def evaluate_gate(spec: GateSpec, metrics: StageMetrics, min_decisions: int) -> 
         return GateResult(spec.metric, value, spec.max, spec.min, PASS if _within(value, spec) else FAIL)
 
     if spec.metric == "sql":
-        value = metrics.custom.get(spec.query or "")
-        if value is None or metrics.decisions < min_decisions:
-            return GateResult(spec.label, value, spec.max, spec.min, PENDING)
-        return GateResult(spec.label, value, spec.max, spec.min, PASS if _within(value, spec) else FAIL)
+        custom = metrics.custom.get(spec.query or "")
+        if custom is None or metrics.decisions < min_decisions:
+            return GateResult(spec.label, custom, spec.max, spec.min, PENDING)
+        return GateResult(spec.label, custom, spec.max, spec.min, PASS if _within(custom, spec) else FAIL)
 
     successes, trials = _ratio_parts(spec.metric, metrics)
     value = successes / trials if trials else 0.0

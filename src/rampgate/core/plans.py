@@ -7,7 +7,7 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from rampgate.core.durations import parse_duration
 from rampgate.errors import ConfigurationError
