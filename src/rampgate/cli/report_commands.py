@@ -94,7 +94,7 @@ CSV_OPTION = typer.Option(False, "--csv", help="Print CSV with a header line on 
 def report_top_blocked(
     since: str = SINCE_OPTION, limit: int = LIMIT_OPTION, as_json: bool = JSON_OPTION, as_csv: bool = CSV_OPTION
 ) -> None:
-    """Actors and actions blocked most often."""
+    """Show the actors and actions blocked most often."""
     _report("top-blocked", since, limit, as_json, as_csv)
 
 
@@ -102,7 +102,7 @@ def report_top_blocked(
 def report_by_action(
     since: str = SINCE_OPTION, limit: int = LIMIT_OPTION, as_json: bool = JSON_OPTION, as_csv: bool = CSV_OPTION
 ) -> None:
-    """Enforced decisions, blocks and block rate per action, most blocked first."""
+    """Show enforced decisions, blocks and block rate per action, most blocked first."""
     _report("by-action", since, limit, as_json, as_csv)
 
 
@@ -110,7 +110,7 @@ def report_by_action(
 def report_by_hour(
     since: str = SINCE_OPTION, limit: int = LIMIT_OPTION, as_json: bool = JSON_OPTION, as_csv: bool = CSV_OPTION
 ) -> None:
-    """Enforced decisions, blocks and block rate per UTC hour; the --limit most recent hours."""
+    """Show enforced decisions, blocks and block rate per UTC hour, for the --limit most recent hours."""
     _report("by-hour", since, limit, as_json, as_csv)
 
 
@@ -118,5 +118,5 @@ def report_by_hour(
 def report_recent(
     since: str = SINCE_OPTION, limit: int = LIMIT_OPTION, as_json: bool = JSON_OPTION, as_csv: bool = CSV_OPTION
 ) -> None:
-    """The newest blocked decisions, with tier, policy and reason."""
+    """Show the newest blocked decisions, with tier, policy and reason."""
     _report("recent", since, limit, as_json, as_csv)

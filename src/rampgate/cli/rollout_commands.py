@@ -228,10 +228,10 @@ def rollout_run(
         DEFAULT_LEASE_SECONDS, "--lease-seconds", help="Seconds a controller's lease lasts without renewal; a standby takes over after it expires."
     ),
     tick_seconds: float = typer.Option(
-        DEFAULT_TICK_SECONDS, "--tick-seconds", help="Longest wait in seconds between two looks at the flags, at most 1."
+        DEFAULT_TICK_SECONDS, "--tick-seconds", help="Maximum wait in seconds between two looks at the flags, at most 1."
     ),
 ) -> None:
-    """Run the rollout controller until SIGINT or SIGTERM; stands by while another controller holds the lease."""
+    """Run the rollout controller until SIGINT or SIGTERM. It waits on standby while another controller has the lease."""
     if "RAMPGATE_LOG_LEVEL" not in os.environ and not any(arg.startswith("--log-level") for arg in sys.argv):
         # Transitions are logged at INFO, which a controller's operator wants to see.
         logging.getLogger("rampgate").setLevel(logging.INFO)

@@ -2,7 +2,7 @@
 
 Every tick (at most a second apart) the controller, for each flag it serves:
 
-1. takes or renews the flag's lease, and stands by while another controller holds it;
+1. takes or renews the flag's lease, and waits on standby while another controller has it;
 2. loads the flag's running or paused rollout; on taking a rollout over it
    restarts the bake stopwatch (:meth:`Rollout.reattach`), so the time no
    controller watched is not counted;
@@ -45,8 +45,8 @@ DEFAULT_TICK_SECONDS = 1.0
 class RolloutController:
     """Drives the rollouts of one flag, or of every flag with a running or paused rollout.
 
-    ``tick_seconds`` is the longest time between two looks at the flags (the
-    plan's ``check_interval`` sets how often gates are judged);
+    ``tick_seconds`` is the maximum time between two looks at the flags, and
+    the plan's ``check_interval`` sets how often gates are judged.
     ``lease_seconds`` is how long a lease lasts without renewal, so a
     replacement for a killed controller takes over after at most that long.
     """

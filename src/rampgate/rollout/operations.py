@@ -1,4 +1,4 @@
-"""What operators and the controller do to a rollout: start, judge, advance, pause, resume, abort.
+"""Rollout operations shared by operators and the controller: start, judge, advance, pause, resume, abort.
 
 Each operation loads the flag's rollout, runs the pure machine, and saves the
 result together with the flag change it calls for (see
@@ -108,8 +108,8 @@ class RolloutOperations:
         """Promote the running or paused rollout to its next stage (or complete it on the last).
 
         Without ``force`` the stage must have baked and passed its gates,
-        which is what a plan with ``approval = "manual"`` waits for; with
-        ``force`` it is promoted whatever they say. Raises :class:`Conflict`
+        which is what a plan with ``approval = "manual"`` waits for. With
+        ``force`` it is promoted regardless of both. Raises :class:`Conflict`
         naming what is missing otherwise.
         """
         if not force:

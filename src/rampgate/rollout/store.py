@@ -3,8 +3,8 @@
 Every change of a rollout row checks and bumps its ``version`` column, and the
 new transitions are inserted in the same transaction with consecutive
 ``seq`` numbers (unique per rollout). Two writers that loaded the same
-version cannot both save: the second gets :class:`Conflict`, reloads and sees
-what the first did, so no transition is recorded twice.
+version cannot both save: the second gets :class:`Conflict` and reloads the
+first one's result, so no transition is recorded twice.
 
 The fields of :class:`Rollout` that have no column are derived from the
 transitions: the stage was entered at its last ``started`` or ``promoted``

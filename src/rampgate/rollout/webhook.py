@@ -2,7 +2,7 @@
 
 :meth:`WebhookSender.post` only appends to a bounded queue. A background
 thread sends each document as a JSON POST and retries a failed one with
-exponential backoff; a document still undelivered after the last attempt is
+exponential backoff. A document still undelivered after the last attempt is
 logged and dropped, and so is a document that finds the queue full.
 """
 

@@ -38,31 +38,31 @@ def _engine(request: Request) -> Any:
 
 @router.get("/v1/reports/top-blocked")
 def top_blocked(request: Request, _: Reader, since: Since = "1h", limit: Limit = 10) -> list[dict[str, Any]]:
-    """Actor and action pairs blocked most often, most blocked first."""
+    """Return the actor and action pairs blocked most often, most blocked first."""
     return reports.top_blocked(_engine(request), since_moment(since), limit)
 
 
 @router.get("/v1/reports/by-action")
 def by_action(request: Request, _: Reader, since: Since = "1h", limit: Limit = 10) -> list[dict[str, Any]]:
-    """Enforced decisions, blocks and block rate per action, most blocked first."""
+    """Return enforced decisions, blocks and block rate per action, most blocked first."""
     return reports.by_action(_engine(request), since_moment(since), limit)
 
 
 @router.get("/v1/reports/by-hour")
 def by_hour(request: Request, _: Reader, since: Since = "1h", limit: Limit = 10) -> list[dict[str, Any]]:
-    """Enforced decisions, blocks and block rate per UTC hour: the ``limit`` most recent hours, oldest first."""
+    """Return enforced decisions, blocks and block rate per UTC hour: the ``limit`` most recent hours, oldest first."""
     return reports.by_hour(_engine(request), since_moment(since), limit)
 
 
 @router.get("/v1/reports/recent")
 def recent(request: Request, _: Reader, since: Since = "1h", limit: Limit = 10) -> list[dict[str, Any]]:
-    """The newest blocked decisions, newest first."""
+    """Return the newest blocked decisions, newest first."""
     return reports.recent_blocks(_engine(request), since_moment(since), limit)
 
 
 @router.get("/v1/reports/timeseries")
 def timeseries(request: Request, _: Reader, since: Since = "1h") -> dict[str, Any]:
-    """Enforced decisions and blocks per minute and action, with the block-rate gate's max to draw."""
+    """Return enforced decisions and blocks per minute and action, with the block-rate gate's max to draw."""
     engine = _engine(request)
     record = RolloutStore(engine).latest(ENFORCEMENT_FLAG)
     plan = default_plan() if record is None else record.rollout.plan

@@ -2,8 +2,8 @@
 
 Endpoints are plain ``def`` so that FastAPI runs their catalog calls in the
 threadpool. A command saves the rollout and the flag change it calls for,
-then reloads the local gate's snapshot; the other workers follow through the
-catalog watcher, and a running controller picks the new state up on its next
+then reloads the local gate's snapshot. The other workers follow through the
+catalog watcher, and a running controller reads the new state on its next
 tick.
 """
 
@@ -102,7 +102,7 @@ def start_rollout(
 def advance_rollout(
     request: Request, principal: Writer, flag: FlagName, body: Annotated[CommandBody | None, Body()] = None
 ) -> dict[str, Any]:
-    """Approve the next stage; with ``force`` promote whatever bake time and gates say. 409 when not ready."""
+    """Approve the next stage, or with ``force`` promote regardless of bake time and gates. 409 when not ready."""
     body = body or CommandBody()
     operations_of(request).advance(
         flag, force=body.force, reason=body.reason, changed_by=principal.name, via=principal.via
