@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from rampgate.cli.app import app
@@ -63,10 +64,16 @@ def simulate_command(
     print_report(report, top)
 
 
+def report_console() -> Console:
+    """The stdout console, or one 120 columns wide when stdout is not a terminal, so tables do not truncate."""
+    if stdout.is_terminal:
+        return stdout
+    return Console(file=sys.stdout, width=max(stdout.width, 120), soft_wrap=True, emoji=False)
+
+
 def print_report(report: SimulationReport, top: int) -> None:
-    """Print the human-readable report; at least 120 columns wide when stdout is not a terminal."""
-    width = None if stdout.is_terminal else max(stdout.width, 120)
-    stdout.print(format_report(report, top), width=width)
+    """Print the human-readable report on stdout."""
+    report_console().print(format_report(report, top))
 
 
 def check_top(top: int) -> None:

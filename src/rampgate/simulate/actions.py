@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rampgate.core.names import check_action
-from rampgate.errors import ConfigurationError
+from rampgate.errors import ConfigurationError, InvalidInput
 
 DEFAULT_ACTION = "api_call"
 # Distinct request lines remembered before the cache starts over; a trace
@@ -103,7 +103,7 @@ class ActionMap:
         if unknown:
             raise ConfigurationError("action map key", unknown[0], "default or [[rules]]")
         default = document.get("default", DEFAULT_ACTION)
-        check_action(default, "action map default")
+        _check_action(default, "action map default")
 
         raw_rules = document.get("rules", [])
         if not isinstance(raw_rules, list):
@@ -120,7 +120,7 @@ def _parse_rule(number: int, item: object) -> ActionRule:
     if unknown:
         raise ConfigurationError(f"{field} key", unknown[0], "method, path or action")
 
-    action = check_action(item.get("action"), f"{field}.action")
+    action = _check_action(item.get("action"), f"{field}.action")
 
     method = item.get("method")
     methods: frozenset[str] | None
@@ -146,3 +146,10 @@ def _parse_rule(number: int, item: object) -> ActionRule:
         raise ConfigurationError(f"{field}.path", pattern, 'a regular expression such as "^/images/"')
 
     return ActionRule(methods, compiled, action)
+
+
+def _check_action(value: object, field: str) -> str:
+    try:
+        return check_action(value, field)
+    except InvalidInput as error:
+        raise ConfigurationError(error.field, error.value, error.allowed) from error

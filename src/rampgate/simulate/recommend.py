@@ -112,7 +112,10 @@ def recommend_limits(plan: Plan, failed_gate: dict[str, object], evidence: Stage
             continue
         chosen[pair] = limit
         recommendations.append(
-            Recommendation(trace.tier, trace.policy.action, limit, trace.policy.window_seconds, current, trace.policy.name)
+            Recommendation(
+                trace.tier, trace.policy.action, limit, trace.policy.window_seconds, current, trace.policy.name,
+                trace.policy.algorithm, trace.policy.burst,
+            )
         )
     return sorted(recommendations, key=lambda item: (item.tier, item.action))
 

@@ -105,9 +105,24 @@ class Recommendation:
     window_seconds: int
     current_limit: int
     policy: str
+    algorithm: str = "token_bucket"
+    burst: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"tier": self.tier, "action": self.action, "limit": self.limit, "window_seconds": self.window_seconds}
+
+    @property
+    def command(self) -> str:
+        """The ``rampgate limits set`` command that applies it, keeping the policy's algorithm and burst."""
+        command = (
+            f"rampgate limits set --tier {self.tier} --action {self.action} "
+            f"--limit {self.limit} --window {self.window_seconds}"
+        )
+        if self.algorithm != "token_bucket":
+            command += f" --algorithm {self.algorithm}"
+        if self.burst is not None:
+            command += f" --burst {self.burst}"
+        return command
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +247,7 @@ def format_outcome(report: SimulationReport) -> Text:
     text = Text("Outcome: ", style="bold")
     at = f" at {_iso(outcome.at)}" if outcome.at is not None else ""
     if outcome.state == COMPLETED:
-        text.append(f"completed: stage {outcome.stage} ({outcome.percentage} %) passed{at}", style="green")
+        text.append(f"completed at stage {outcome.stage} ({outcome.percentage} %){at}", style="green")
     elif outcome.state == ROLLED_BACK:
         text.append(f"rolled_back at stage {outcome.stage} ({outcome.percentage} %){at}", style="red")
     else:
@@ -265,7 +280,7 @@ def format_recommendations(report: SimulationReport) -> RenderableType:
             item.action,
             f"{item.current_limit}/{item.window_seconds}s",
             f"{item.limit}/{item.window_seconds}s",
-            f"rampgate limits set --tier {item.tier} --action {item.action} --limit {item.limit} --window {item.window_seconds}",
+            item.command,
         )
     return table
 
