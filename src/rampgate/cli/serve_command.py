@@ -16,10 +16,10 @@ from rampgate.catalog.database import check_schema, create_catalog_engine, curre
 from rampgate.cli.app import app
 from rampgate.cli.output import stderr
 from rampgate.errors import InvalidInput
-from rampgate.service.auth import is_admin_open, is_service_open
-from rampgate.service.jwt_auth import JwtVerifier
-from rampgate.service.metrics import MULTIPROC_ENV
 from rampgate.settings import Settings, load_settings
+
+# The service modules import FastAPI and prometheus_client, which every other
+# command would pay for at start-up, so they are imported inside the functions.
 
 APP_FACTORY = "rampgate.service.app:create_served_app"
 MAX_WORKERS = 64
@@ -46,9 +46,11 @@ def serve_command(
     settings = load_settings()
     check_serve_options(settings, host, port, workers)
     _check_catalog(settings)
-    JwtVerifier(settings)  # a bad RAMPGATE_JWT_PUBLIC_KEY stops the start here, not in every worker
 
     from rampgate.service.app import configure_service_logging
+    from rampgate.service.jwt_auth import JwtVerifier
+
+    JwtVerifier(settings)  # a bad RAMPGATE_JWT_PUBLIC_KEY stops the start here, not in every worker
 
     configure_service_logging(settings)
     _prepare_metrics_directory(workers)
@@ -79,6 +81,8 @@ def serve_command(
 
 def check_serve_options(settings: Settings, host: str, port: int, workers: int) -> None:
     """Raise :class:`InvalidInput` for options that would serve wrong answers or an open API."""
+    from rampgate.service.auth import is_admin_open, is_service_open
+
     if not 1 <= port <= 65535:
         raise InvalidInput("--port", port, "an integer from 1 to 65535")
     if not 1 <= workers <= MAX_WORKERS:
@@ -133,6 +137,8 @@ def _check_catalog(settings: Settings) -> None:
 
 def _prepare_metrics_directory(workers: int) -> None:
     """Give several workers a fresh, shared directory for prometheus_client's multiprocess mode."""
+    from rampgate.service.metrics import MULTIPROC_ENV
+
     if workers == 1:
         os.environ.pop(MULTIPROC_ENV, None)
         return

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,6 +46,41 @@ _HTTP_ERROR_CODES = {
 
 # Request locations that FastAPI puts first in a validation error's ``loc``.
 _LOCATIONS = frozenset({"body", "query", "path", "header", "cookie"})
+
+
+class LogThrottle:
+    """Lets one line per key through every ``seconds``, and counts the ones it held back.
+
+    A client that keeps sending bad tokens or bad input must not flood the log.
+    """
+
+    def __init__(self, seconds: float = 10.0) -> None:
+        self.seconds = seconds
+        self._last: dict[tuple[Any, ...], float] = {}
+        self._held_back: dict[tuple[Any, ...], int] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, key: tuple[Any, ...]) -> int | None:
+        """Return how many lines of ``key`` were held back since the last one, or None to hold this one back."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(key, float("-inf")) < self.seconds:
+                self._held_back[key] = self._held_back.get(key, 0) + 1
+                return None
+            if len(self._last) > 10_000:
+                self._last.clear()
+                self._held_back.clear()
+            self._last[key] = now
+            return self._held_back.pop(key, 0)
+
+
+_throttle = LogThrottle()
+
+
+def _log_rejection(event: str, path: str, **fields: Any) -> None:
+    held_back = _throttle.admit((event, path, *fields.values()))
+    if held_back is not None:
+        logger.info(event, extra={"path": path, **fields, "similar_lines_held_back": held_back})
 
 
 def echoed_value(value: Any) -> Any:
@@ -80,7 +117,7 @@ def _field_name(location: tuple[Any, ...]) -> str:
 
 
 def _invalid_input(request: Request, error: InvalidInput) -> JSONResponse:
-    logger.info("http.invalid_input", extra={"path": request.url.path, "field": error.field})
+    _log_rejection("http.invalid_input", request.url.path, field=error.field)
     body = error_body("invalid_input", str(error), error.field, error.value)
     return JSONResponse(body, status_code=422)
 
@@ -91,7 +128,7 @@ def _validation_error(request: Request, error: RequestValidationError) -> JSONRe
 
     if first.get("type") == "json_invalid":
         message = f"malformed JSON in the request body: {first.get('msg', 'invalid JSON')}"
-        logger.info("http.malformed_json", extra={"path": request.url.path})
+        _log_rejection("http.malformed_json", request.url.path)
         return JSONResponse(error_body("invalid_input", message, "body", None), status_code=400)
 
     field = _field_name(location)
@@ -101,7 +138,7 @@ def _validation_error(request: Request, error: RequestValidationError) -> JSONRe
         value = None
     else:
         message = f"invalid {field}: {first.get('msg', 'invalid value')}"
-    logger.info("http.invalid_input", extra={"path": request.url.path, "field": field})
+    _log_rejection("http.invalid_input", request.url.path, field=field)
     return JSONResponse(error_body("invalid_input", message, field, value), status_code=422)
 
 
@@ -141,7 +178,7 @@ def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse
     code = _HTTP_ERROR_CODES.get(error.status_code, "http_error")
     message = error.detail if isinstance(error.detail, str) else code.replace("_", " ")
     if error.status_code in (401, 403):
-        logger.info("http.denied", extra={"path": request.url.path, "status": error.status_code, "reason": message})
+        _log_rejection("http.denied", request.url.path, status=error.status_code, reason=message)
     return JSONResponse(error_body(code, message), status_code=error.status_code, headers=error.headers)
 
 
