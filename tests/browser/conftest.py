@@ -47,7 +47,7 @@ def server(tmp_path: Path) -> Iterator[ServerClient]:
     assert migrated.returncode == 0, f"rampgate migrate failed:\n{migrated.stderr}"
 
     with start_server(env) as running:
-        yield ServerClient(running.url)
+        yield ServerClient(running.url, env["RAMPGATE_DATABASE_URL"])
 
 
 @pytest.fixture(scope="session")

@@ -39,6 +39,7 @@ class ServerClient:
     """Calls the HTTP API of a running ``rampgate serve`` with a bearer token."""
 
     base_url: str
+    database_url: str
 
     def request(self, method: str, path: str, body: Any = None, token: str = ADMIN_TOKEN) -> tuple[int, Any]:
         """Send one request; return the status and the decoded JSON body (None when empty)."""

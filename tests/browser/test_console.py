@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import random
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -486,3 +490,107 @@ def test_phone_layout_fits_width(open_console: Callable[..., Console]) -> None:
     expect(page.get_by_role("button", name=f"Emergency rollback of {FLAG}")).to_be_in_viewport()
     expect(page.get_by_label(f"Percentage of {FLAG}", exact=True)).to_be_visible()
     expect(page.get_by_label("Limit for tier B media_upload")).to_be_visible()
+
+
+def seed_audit_history(database_url: str, *, minutes: int) -> tuple[int, int]:
+    """Write synthetic enforced decisions for each of the last ``minutes`` minutes; return (decisions, blocked).
+
+    The traffic is made up (seeded, so every run draws the same), and only
+    gives the screenshots an hour that looks like one; the chart test above
+    sends real checks.
+    """
+    from rampgate.catalog.database import create_catalog_engine
+    from rampgate.catalog.schema import rate_limit_audits
+
+    rng = random.Random(7)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    volume = {"send_message": 40, "search": 60, "media_upload": 12, "create_post": 18}
+    rows: list[dict[str, Any]] = []
+    for age in range(minutes, 0, -1):
+        minute = now - timedelta(minutes=age)
+        # A burst of abuse in the middle of the hour makes the block rate climb towards its gate.
+        block_chance = 0.045 if minutes // 2 - 4 <= age <= minutes // 2 + 2 else 0.012
+        for action, mean in volume.items():
+            for index in range(max(1, int(rng.gauss(mean, mean / 5)))):
+                allowed = rng.random() >= block_chance
+                rows.append(
+                    {
+                        "actor_type": "user",
+                        "actor_id": f"u-{rng.randint(1, 400)}",
+                        "action": action,
+                        "allowed": allowed,
+                        "created_at": minute + timedelta(seconds=index % 60),
+                        "context": {"tier": "B", "policy": f"tier:B:{action}", "reason": "ok" if allowed else "limited", "cost": 1},
+                    }
+                )
+    engine = create_catalog_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(rate_limit_audits.insert(), rows)
+    finally:
+        engine.dispose()
+    return len(rows), sum(1 for row in rows if not row["allowed"])
+
+
+def test_screenshots_of_main_views(browser: Any, open_console: Callable[..., Console], server: ServerClient) -> None:
+    decisions, blocked = seed_audit_history(server.database_url, minutes=50)
+    block_traffic(server, actor_id="bob", action="media_upload", limit=1)
+    # Ordinary enforced traffic in the current minute, so that bob's blocks are a rate of a few per cent.
+    for index in range(120):
+        send_checks(server, actor_id=f"reader-{index}", action="search", count=1)
+    server.api("POST", "/v1/appeals", {"action": "media_upload", "text": "I was uploading my own photos"}, token=end_user_token("bob"))
+    server.api("PUT", "/v1/trust", {"actor_type": "user", "actor_id": "alice", "tier": "A", "enforcement_level": "E1", "trust_score": 95.0})
+    server.api("PATCH", f"/v1/flags/{FLAG}", {"enabled": False, "percentage": 0})
+    server.api("PUT", "/v1/limits", {"scope": "tier", "tier": "B", "action": "media_upload", "limit": 5, "window_seconds": 60})
+    server.api("POST", f"/v1/rollouts/{FLAG}/start", {})
+
+    sign_in_page = browser.new_context(viewport=DESKTOP).new_page()
+    sign_in_page.goto(server.base_url + "/console")
+    saved = [save_screenshot(sign_in_page, "sign-in")]
+    sign_in_page.context.close()
+
+    console = open_console()
+    page = console.page
+    totals = poll(
+        lambda: int(page.locator("#chart-decisions").get_attribute("data-total") or 0) >= decisions and True,
+        seconds=15,
+        message="the decisions chart does not show the seeded history",
+    )
+    assert totals
+    assert int(page.locator("#chart-blocked").get_attribute("data-total") or 0) >= blocked
+    saved.append(save_screenshot(page, "overview"))
+    saved.append(save_section(page, "traffic"))
+    saved.append(save_section(page, "rollout"))
+    saved.append(save_section(page, "blocks"))
+    page.get_by_label("Limit for tier B media_upload").fill("0")
+    page.get_by_role("button", name="Save tier B media_upload").click()
+    expect(page.get_by_role("alert").filter(has_text="invalid limit")).to_be_visible()
+    page.locator("#policy-tier-filter").select_option("B")
+    saved.append(save_section(page, "policies"))
+    saved.append(save_section(page, "trust"))
+    saved.append(save_section(page, "appeals"))
+    saved.append(save_section(page, "changes"))
+
+    readonly = open_console(READONLY_TOKEN)
+    saved.append(save_screenshot(readonly.page, "readonly"))
+
+    phone = open_console(viewport=PHONE)
+    saved.append(save_screenshot(phone.page, "phone"))
+    phone.page.evaluate("document.getElementById('policies').scrollIntoView()")
+    saved.append(save_screenshot(phone.page, "phone-policies"))
+
+    for path in saved:
+        assert path.stat().st_size > 10_000, f"{path} looks empty"
+    if os.environ.get("RAMPGATE_UPDATE_DOCS_IMAGES") == "1":
+        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+        for path in saved:
+            shutil.copyfile(path, DOCS_IMAGES / path.name)
+
+
+def save_section(page: Page, section: str) -> Path:
+    """Screenshot one section, with the sticky top bar and the status message out of the way."""
+    page.evaluate("document.querySelector('.topbar').style.position = 'static'; document.getElementById('toast').hidden = true")
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOT_DIR / f"console-{section}.png"
+    page.locator(f"#{section}").screenshot(path=str(path))
+    return path

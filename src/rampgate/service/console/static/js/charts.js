@@ -4,14 +4,14 @@ import { el, svg } from "./dom.js";
 
 const WIDTH = 640;
 const HEIGHT = 240;
-const MARGIN = { top: 14, right: 14, bottom: 30, left: 52 };
+const MARGIN = { top: 14, right: 14, bottom: 30, left: 56 };
 const PLOT_WIDTH = WIDTH - MARGIN.left - MARGIN.right;
 const PLOT_HEIGHT = HEIGHT - MARGIN.top - MARGIN.bottom;
 const MINUTE_MS = 60_000;
 
 const PALETTE = ["#1f77b4", "#e8590c", "#2f9e44", "#c92a2a", "#7048e8", "#8c564b", "#d6336c", "#495057", "#a9a21b", "#1098ad"];
 
-const minuteFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+const minuteFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
 
 /** Return the start times (ms) of the `count` minutes that end with the current one. */
 export function minuteAxis(nowMs, count = 60) {
@@ -60,6 +60,27 @@ function linePath(values, yMax) {
   return path.trim();
 }
 
+const hasValue = (value) => value !== null && value !== undefined;
+
+/**
+ * Dots where a line alone would show nothing or hide the present: points
+ * without a neighbour (a path needs two) and the latest point.
+ */
+function pointMarks(line, yMax) {
+  const values = line.values;
+  const marks = [];
+  values.forEach((value, index) => {
+    if (!hasValue(value)) return;
+    const isolated = !hasValue(values[index - 1]) && !hasValue(values[index + 1]);
+    if (isolated || index === values.length - 1) {
+      marks.push(svg("circle", {
+        cx: xFor(index, values.length).toFixed(1), cy: yFor(value, yMax).toFixed(1), r: 3.5, fill: line.color, class: "point",
+      }));
+    }
+  });
+  return marks;
+}
+
 function drawGrid(axis, yMax, formatValue) {
   const group = svg("g", { class: "grid" });
   const ticks = 4;
@@ -71,12 +92,15 @@ function drawGrid(axis, yMax, formatValue) {
       svg("text", { x: MARGIN.left - 6, y: y + 4, "text-anchor": "end", class: "tick", text: formatValue(value) }),
     );
   }
-  for (const index of [0, 15, 30, 45, axis.length - 1]) {
-    if (index >= axis.length) continue;
+  const last = axis.length - 1;
+  for (const index of [0, 15, 30, 45, last]) {
+    if (index > last) continue;
     const x = xFor(index, axis.length);
+    // The first and last labels hang inwards so that neither is cut at the edge.
+    const anchor = index === 0 ? "start" : index === last ? "end" : "middle";
     group.append(
       svg("line", { x1: x, x2: x, y1: MARGIN.top + PLOT_HEIGHT, y2: MARGIN.top + PLOT_HEIGHT + 4, class: "axis" }),
-      svg("text", { x, y: HEIGHT - 8, "text-anchor": "middle", class: "tick", text: minuteFormat.format(new Date(axis[index])) }),
+      svg("text", { x, y: HEIGHT - 8, "text-anchor": anchor, class: "tick", text: minuteFormat.format(new Date(axis[index])) }),
     );
   }
   return group;
@@ -104,10 +128,11 @@ function drawHoverColumns(axis, series, formatValue) {
  * Draw a line chart into `figure`'s `.chart-canvas` and fill its legend.
  *
  * `series` is `[{name, color, values, dashed?}]` with one value per axis
- * minute (null for a gap); `threshold` is `{value, label}` or null; `summary`
+ * minute (null for a gap); `threshold` is `{value, label}` or null;
+ * `formatValue` formats tooltips and `formatTick` the y axis; `summary`
  * becomes the chart's accessible name.
  */
-export function drawLineChart(figure, { axis, series, threshold = null, formatValue = String, minMax = 1, summary }) {
+export function drawLineChart(figure, { axis, series, threshold = null, formatValue = String, formatTick = formatValue, minMax = 1, summary }) {
   const highest = Math.max(minMax, threshold?.value ?? 0, ...series.flatMap((line) => line.values.filter((v) => v !== null)));
   const yMax = niceCeiling(highest * 1.05);
   const titleId = `${figure.id}-title`;
@@ -115,7 +140,7 @@ export function drawLineChart(figure, { axis, series, threshold = null, formatVa
   const chart = svg("svg", {
     viewBox: `0 0 ${WIDTH} ${HEIGHT}`, role: "img", "aria-labelledby": titleId, class: "chart-svg",
   }, svg("title", { id: titleId, text: summary }));
-  chart.append(drawGrid(axis, yMax, formatValue));
+  chart.append(drawGrid(axis, yMax, formatTick));
 
   if (threshold && threshold.value !== null && threshold.value !== undefined) {
     const y = yFor(threshold.value, yMax);
@@ -129,6 +154,7 @@ export function drawLineChart(figure, { axis, series, threshold = null, formatVa
     chart.append(svg("path", {
       d: linePath(line.values, yMax), stroke: line.color, class: line.dashed ? "series dashed" : "series",
     }));
+    chart.append(...pointMarks(line, yMax));
   }
   if (series.every((line) => line.values.every((value) => !value))) {
     chart.append(svg("text", {

@@ -51,7 +51,7 @@ async function refreshOnce() {
   });
 
   const status = document.getElementById("refresh-status");
-  const time = new Date().toLocaleTimeString();
+  const time = new Date().toLocaleTimeString(undefined, { hourCycle: "h23" });
   status.textContent = failures.length ? `Updated ${time}; failed: ${failures.join(", ")}` : `Updated ${time}`;
   status.dataset.failed = String(failures.length > 0);
   document.body.dataset.refreshedAt = new Date().toISOString();

@@ -27,7 +27,7 @@ function recentRow(item) {
 export async function refreshBlocks() {
   const [top, recent] = await Promise.all([
     apiGet("/v1/reports/top-blocked?since=1h&limit=10"),
-    apiGet("/v1/reports/recent?since=1h&limit=20"),
+    apiGet("/v1/reports/recent?since=1h&limit=15"),
   ]);
   replaceRows(document.querySelector("#top-blocked-table tbody"), top.map(topBlockedRow), "No blocks in the last hour.", 5);
   replaceRows(document.querySelector("#recent-table tbody"), recent.map(recentRow), "No blocks in the last hour.", 6);

@@ -78,6 +78,7 @@ function drawBlockRateChart(figure, { axis, counts, threshold }) {
     series,
     threshold: threshold === null || threshold === undefined ? null : { value: threshold, label: `gate max ${formatRatio(threshold)}` },
     formatValue: formatRatio,
+    formatTick: (value) => `${(value * 100).toFixed(value !== 0 && value < 0.1 ? 1 : 0)} %`,
     minMax: 0.01,
     summary: `Block rate per minute over the last hour: ${formatRatio(overall)} overall`
       + (threshold === null || threshold === undefined ? ", no block-rate gate." : `, gate maximum ${formatRatio(threshold)}.`),
