@@ -27,6 +27,7 @@ Clock = Callable[[], float]
 
 _ACTOR_TYPES = frozenset(ACTOR_TYPES)
 _DEFAULT_TRUST = (DEFAULT_TIER, DEFAULT_LEVEL)
+_new_decision = object.__new__
 
 
 class _GateBase:
@@ -144,9 +145,10 @@ class Gate(_GateBase):
             tier, level = trust.get((actor_type, actor_id), _DEFAULT_TRUST)
             if level == SUSPENDED_LEVEL:
                 return self._decide_general(snapshot, actor_type, actor_id, action, cost, request_id, context)
+            plan = plans.by_tier.get(tier) or plans.plan(tier)
         else:
             tier = DEFAULT_TIER
-        plan = plans.by_tier.get(tier) or plans.plan(tier)
+            plan = plans.default
 
         # Cohort, then the cases that never touch a counter.
         percentage = plan.percentage
@@ -168,8 +170,9 @@ class Gate(_GateBase):
         store = self.store
         key = f"{plan.key_prefix}{actor_type}:{actor_id}}}"
         if plan.is_tat and store.__class__ is MemoryCounterStore:
-            outcome, now = store.consume_tat(key, plan.limit, plan.window_seconds, plan.capacity, units)
-            allowed, remaining, reset_after, retry_after, next_unit_after = outcome[:5]
+            allowed, remaining, reset_after, retry_after, next_unit_after, now = store.consume_tat(
+                key, units, plan.interval, plan.span
+            )
             if store._clock is not self.clock:
                 now = self.clock()
         else:
@@ -187,22 +190,33 @@ class Gate(_GateBase):
                 return decision
             now = self.clock()
 
-        # Build and record; round_up_ms is inlined on both durations.
+        # Build the decision as DecisionEngine.finish does. Setting the slots
+        # on a bare instance skips binding 16 arguments to __init__, about
+        # 110 ns of the decision; round_up_ms is inlined on both durations.
+        decision = _new_decision(Decision)
+        decision.mode = ENFORCE if in_cohort else SHADOW
+        decision.action = action
+        decision.tier = tier
+        decision.policy = plan.policy_name
+        decision.limit = plan.limit
+        decision.window_seconds = plan.window_seconds
+        decision.remaining = remaining
+        decision.reset_after = 0.0 if reset_after <= 0 else ceil(reset_after * 1000 - 1e-6) / 1000
+        decision.actor_type = actor_type
+        decision.actor_id = actor_id
+        decision.in_cohort = in_cohort
+        decision.next_unit_after = next_unit_after
         if allowed:
-            decision = Decision(
-                True, ENFORCE if in_cohort else SHADOW, False, OK, action, tier, plan.policy_name,
-                plan.limit, plan.window_seconds, remaining,
-                0.0 if reset_after <= 0 else ceil(reset_after * 1000 - 1e-6) / 1000,
-                0.0, actor_type, actor_id, in_cohort, next_unit_after,
-            )
+            decision.allowed = True
+            decision.would_block = False
+            decision.reason = OK
+            decision.retry_after = 0.0
         else:
-            decision = Decision(
-                not in_cohort, ENFORCE if in_cohort else SHADOW, True, LIMITED, action, tier,
-                plan.policy_name, plan.limit, plan.window_seconds, remaining,
-                0.0 if reset_after <= 0 else ceil(reset_after * 1000 - 1e-6) / 1000,
-                0.0 if retry_after <= 0 else ceil(retry_after * 1000 - 1e-6) / 1000,
-                actor_type, actor_id, in_cohort, next_unit_after,
-            )
+            decision.allowed = not in_cohort
+            decision.would_block = True
+            decision.reason = LIMITED
+            decision.retry_after = 0.0 if retry_after <= 0 else ceil(retry_after * 1000 - 1e-6) / 1000
+
         self.recorder.record(decision, units, now, request_id, context)
         return decision
 

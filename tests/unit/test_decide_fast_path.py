@@ -14,12 +14,15 @@ import random
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rampgate.core.decision import Decision
 from rampgate.core.flags import ENFORCEMENT_FLAG
 from rampgate.core.policies import Policy
 from rampgate.errors import InvalidInput
 from rampgate.gate import Gate, memory_gate
+from rampgate.stores.memory import MemoryCounterStore
 
 ACTORS = [("user", f"u-{n}") for n in range(40)] + [("ip", "10.0.0.1"), ("device", "d-1")]
 ACTIONS = ("send_message", "media_upload", "api_call", "custom_sliding", "custom_fixed", "custom_gcra",
@@ -139,3 +142,29 @@ def test_fast_path_rejects_like_engine(arguments: tuple[Any, ...], field: str) -
         assert raised.value.field == field
     finally:
         gate.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    limit=st.integers(1, 1000),
+    window_seconds=st.integers(1, 86_400),
+    burst=st.none() | st.integers(1, 1000),
+    steps=st.lists(st.tuples(st.floats(0, 120, allow_nan=False), st.integers(1, 50)), min_size=1, max_size=60),
+)
+def test_store_fast_transition_matches_consume(
+    limit: int, window_seconds: int, burst: int | None, steps: list[tuple[float, int]]
+) -> None:
+    """MemoryCounterStore.consume_tat repeats consume's token-bucket transition exactly."""
+    clock = Clock()
+    general = MemoryCounterStore(clock=clock)
+    fast = MemoryCounterStore(clock=clock)
+    capacity = burst if burst is not None else limit
+    interval = window_seconds / limit
+    span = capacity * interval
+
+    for advance, units in steps:
+        clock.now += advance
+        want = general.consume("k", "token_bucket", limit, window_seconds, capacity, units)
+        got = fast.consume_tat("k", units, interval, span)
+        assert got[:5] == want[:5]
+        assert got[5] == clock.now

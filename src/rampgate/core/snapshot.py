@@ -43,6 +43,7 @@ class DecisionPlan:
         "capacity",
         "cost_per_action",
         "group_prefix",
+        "interval",
         "is_tat",
         "key_prefix",
         "limit",
@@ -50,6 +51,7 @@ class DecisionPlan:
         "policy",
         "policy_name",
         "shadow",
+        "span",
         "tier",
         "window_seconds",
     )
@@ -78,6 +80,8 @@ class DecisionPlan:
             self.cost_per_action = 1
             self.key_prefix = ""
             self.is_tat = False
+            self.interval = 0.0
+            self.span = 0.0
             return
 
         self.policy_name = policy.name
@@ -90,6 +94,11 @@ class DecisionPlan:
         # string as rampgate.stores.base.counter_key.
         self.key_prefix = f"{policy.algorithm}:{policy.name}:{{"
         self.is_tat = policy.algorithm in _TAT_ALGORITHMS
+        # The numbers of MemoryCounterStore.consume_tat, computed by the same
+        # expressions as rampgate.core.algorithms.consume_tat, so they are
+        # the same floats.
+        self.interval = policy.window_seconds / policy.limit_value
+        self.span = policy.capacity * self.interval
 
 
 class ActionPlans:
@@ -97,15 +106,18 @@ class ActionPlans:
 
     ``overridden`` holds the ``(actor_type, actor_id)`` pairs that have an
     enabled actor policy for this action; their requests take the general path.
+    ``default`` is the plan of tier B, the tier of every actor without a trust
+    profile.
     """
 
-    __slots__ = ("_snapshot", "action", "by_tier", "overridden")
+    __slots__ = ("_snapshot", "action", "by_tier", "default", "overridden")
 
     def __init__(self, snapshot: CatalogSnapshot, action: str, overridden: frozenset[tuple[str, str]]) -> None:
         self._snapshot = snapshot
         self.action = action
         self.by_tier: dict[str, DecisionPlan] = {}
         self.overridden = overridden
+        self.default = self.plan(DEFAULT_TIER)
 
     def plan(self, tier: str) -> DecisionPlan:
         """Return the plan for ``tier``, building it on first use."""
