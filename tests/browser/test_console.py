@@ -495,9 +495,9 @@ def test_phone_layout_fits_width(open_console: Callable[..., Console]) -> None:
 def seed_audit_history(database_url: str, *, minutes: int) -> tuple[int, int]:
     """Write synthetic enforced decisions for each of the last ``minutes`` minutes; return (decisions, blocked).
 
-    The traffic is made up (seeded, so every run draws the same), and only
-    gives the screenshots an hour that looks like one; the chart test above
-    sends real checks.
+    The traffic is made up and seeded, so every run draws the same rows. It
+    only gives the screenshots an hour that looks like one. The chart test
+    above sends real checks.
     """
     from rampgate.catalog.database import create_catalog_engine
     from rampgate.catalog.schema import rate_limit_audits
@@ -594,3 +594,16 @@ def save_section(page: Page, section: str) -> Path:
     path = SCREENSHOT_DIR / f"console-{section}.png"
     page.locator(f"#{section}").screenshot(path=str(path))
     return path
+
+
+def test_percentage_out_of_range_rejected(open_console: Callable[..., Console], server: ServerClient) -> None:
+    console = open_console()
+    page = console.page
+    percentage = page.get_by_label(f"Percentage of {FLAG}", exact=True)
+
+    percentage.fill("101")
+    page.get_by_role("button", name=f"Set percentage of {FLAG}").click()
+
+    expect(page.locator(f"#{percentage.get_attribute('id')}-error")).to_contain_text("invalid percentage")
+    expect(percentage).to_have_value("101")
+    assert server.api("GET", f"/v1/flags/{FLAG}")["percentage"] == 0

@@ -44,7 +44,7 @@ function yFor(value, yMax) {
   return MARGIN.top + PLOT_HEIGHT - (Math.min(value, yMax) / yMax) * PLOT_HEIGHT;
 }
 
-/** An SVG path through the points, broken where a value is null (no data for that minute). */
+/** Build an SVG path through the points, broken where a value is null (no data for that minute). */
 function linePath(values, yMax) {
   let path = "";
   let drawing = false;
@@ -97,7 +97,9 @@ function drawGrid(axis, yMax, formatValue) {
     if (index > last) continue;
     const x = xFor(index, axis.length);
     // The first and last labels hang inwards so that neither is cut at the edge.
-    const anchor = index === 0 ? "start" : index === last ? "end" : "middle";
+    let anchor = "middle";
+    if (index === 0) anchor = "start";
+    if (index === last) anchor = "end";
     group.append(
       svg("line", { x1: x, x2: x, y1: MARGIN.top + PLOT_HEIGHT, y2: MARGIN.top + PLOT_HEIGHT + 4, class: "axis" }),
       svg("text", { x, y: HEIGHT - 8, "text-anchor": anchor, class: "tick", text: minuteFormat.format(new Date(axis[index])) }),

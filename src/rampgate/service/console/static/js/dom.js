@@ -35,7 +35,7 @@ export function svg(tag, attrs = {}, ...children) {
   return node;
 }
 
-/** A span that screen readers read and sighted users do not see. */
+/** Create a span that screen readers read and sighted users do not see. */
 export function hiddenText(text) {
   return el("span", { class: "visually-hidden", text });
 }
@@ -64,7 +64,7 @@ export function formatTime(iso) {
   return (sameDay ? timeFormat : dateTimeFormat).format(date);
 }
 
-/** A <time> element showing local time, with the ISO value as its datetime and tooltip. */
+/** Create a <time> element showing local time, with the ISO value as its datetime and tooltip. */
 export function timeElement(iso) {
   return el("time", { datetime: iso, title: iso, text: formatTime(iso) });
 }

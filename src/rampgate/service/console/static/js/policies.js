@@ -21,7 +21,7 @@ export function setPolicyChangeHandler(handler) {
   onChanged = handler;
 }
 
-/** The words that name a policy in labels: "tier B media_upload", "global search", "actor user/u-1 follow". */
+/** Return the words that name a policy in labels: "tier B media_upload", "global search", "actor user/u-1 follow". */
 export function policyLabel(policy) {
   if (policy.scope === "tier") return `tier ${policy.tier} ${policy.action}`;
   if (policy.scope === "actor") return `actor ${policy.actor_type}/${policy.actor_id} ${policy.action}`;
