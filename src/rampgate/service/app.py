@@ -79,7 +79,34 @@ def create_app(settings: Settings | None = None, gate: AsyncGate | None = None) 
     app.include_router(routes_admin.router)
     for module_name in OPTIONAL_ROUTERS:
         _include_optional(app, module_name)
+    _document_mapped_errors(app)
     return app
+
+
+def _document_mapped_errors(app: FastAPI) -> None:
+    """Add to the OpenAPI schema the statuses that the app-wide exception handlers can give any route.
+
+    An operation with path parameters can raise NotFound (404), and one that
+    changes something can raise Conflict (409), whichever router defines it.
+    """
+    generate = app.openapi
+    error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        for path, operations in schema.get("paths", {}).items():
+            for method, operation in operations.items():
+                responses = operation.setdefault("responses", {})
+                if "{" in path:
+                    responses.setdefault("404", {"description": "not found", "content": error_body})
+                if method not in ("get", "head"):
+                    responses.setdefault("409", {"description": "conflicts with the current state", "content": error_body})
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _include_optional(app: FastAPI, module_name: str) -> None:
