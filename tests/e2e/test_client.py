@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import math
 import socket
 import threading
 import time
@@ -32,6 +33,7 @@ from rampgate.client import (
     parse_retry_after,
     send_with_retry,
 )
+from rampgate.core.messages import blocked_message
 from rampgate.errors import ConfigurationError, InvalidInput
 
 
@@ -119,7 +121,7 @@ def test_client_check_allowed(client: RampgateClient) -> None:
 
 @pytest.mark.e2e
 def test_client_check_blocks_sixth(client: RampgateClient) -> None:
-    """The sixth upload in quick succession is blocked for just under 12 seconds."""
+    """The sixth upload in quick succession is blocked for at most 12 seconds, the refill time of one unit."""
     actor_id = new_actor()
     results = [client.check("user", actor_id, "media_upload") for _ in range(6)]
 
@@ -128,10 +130,11 @@ def test_client_check_blocks_sixth(client: RampgateClient) -> None:
     assert blocked.reason == "limited"
     assert blocked.would_block is True
     assert blocked.retry_after is not None
-    assert 11.0 < blocked.retry_after <= 12.0
-    assert blocked.retry_after_header == 12
-    assert blocked.message == "Too many requests. Try again in 12 seconds."
-    assert blocked.ratelimit == '"B.media_upload";r=0;t=12'
+    assert 0.0 < blocked.retry_after <= 12.0
+    assert blocked.retry_after_header == math.ceil(blocked.retry_after)
+    assert blocked.message == blocked_message("limited", blocked.retry_after, "en")
+    assert blocked.message.startswith("Too many requests. Try again in ")
+    assert blocked.ratelimit == f'"B.media_upload";r=0;t={blocked.retry_after_header}'
 
 
 @pytest.mark.e2e
@@ -142,8 +145,9 @@ def test_client_russian_message(service: DecisionServer) -> None:
         results = [client.check("user", actor_id, "media_upload") for _ in range(6)]
         english = client.check("user", actor_id, "media_upload", accept_language="en")
 
-    assert results[5].message == "Слишком много запросов. Повторите попытку через 12 секунд."
-    assert english.message == "Too many requests. Try again in 12 seconds."
+    assert results[5].message == blocked_message("limited", results[5].retry_after, "ru")
+    assert results[5].message.startswith("Слишком много запросов.")
+    assert english.message == blocked_message("limited", english.retry_after, "en")
 
 
 @pytest.mark.e2e
@@ -344,7 +348,8 @@ async def test_async_client_blocks_sixth(service: DecisionServer) -> None:
         results = [await client.check("user", actor_id, "media_upload") for _ in range(6)]
 
     assert [r.allowed for r in results] == [True] * 5 + [False]
-    assert results[5].retry_after_header == 12
+    assert results[5].retry_after_header is not None
+    assert 1 <= results[5].retry_after_header <= 12
     assert results[0].ratelimit == '"B.media_upload";r=4;t=12'
 
 
@@ -374,12 +379,14 @@ def test_parse_rate_limited_protected_endpoint(service: DecisionServer) -> None:
 
     limited = parse_rate_limited(responses[5])
 
-    assert limited.retry_after == 12
+    assert limited.retry_after == int(responses[5].headers["Retry-After"])
+    assert limited.retry_after == responses[5].json()["retryAfter"]
+    assert 1 <= limited.retry_after <= 12
     assert limited.action == "media_upload"
     assert limited.tier == "B"
     assert limited.limit == 5
     assert limited.window_seconds == 60
-    assert limited.message == "Слишком много запросов. Повторите попытку через 12 секунд."
+    assert limited.message == blocked_message("limited", limited.retry_after, "ru")
 
 
 def test_parse_rate_limited_other_body() -> None:
@@ -446,25 +453,30 @@ def test_send_with_retry_respects_bounds(service: DecisionServer) -> None:
     actor_id = new_actor()
     for _ in range(5):
         upload(service, actor_id)
+    probe = upload(service, actor_id)
     sleeps: list[float] = []
-    calls: list[int] = []
+    responses: list[httpx.Response] = []
 
     def send() -> httpx.Response:
-        calls.append(1)
-        return upload(service, actor_id)
+        responses.append(upload(service, actor_id))
+        return responses[-1]
 
     by_attempts = send_with_retry(send, max_wait=100.0, max_attempts=3, sleep=sleeps.append)
-    attempts_sleeps, attempts_calls = list(sleeps), len(calls)
+    attempts_sleeps, attempts_responses = list(sleeps), list(responses)
     sleeps.clear()
-    calls.clear()
-    by_wait = send_with_retry(send, max_wait=20.0, max_attempts=10, sleep=sleeps.append)
+    responses.clear()
+    # Room for one Retry-After but not two: blocked requests consume nothing, so
+    # each later Retry-After is at most the probe's and at least 1.
+    max_wait = float(probe.headers["Retry-After"]) + 0.5
+    by_wait = send_with_retry(send, max_wait=max_wait, max_attempts=10, sleep=sleeps.append)
 
+    assert probe.status_code == 429
     assert by_attempts.status_code == 429
-    assert attempts_calls == 3
-    assert attempts_sleeps == [12.0, 12.0]
+    assert len(attempts_responses) == 3
+    assert attempts_sleeps == [float(r.headers["Retry-After"]) for r in attempts_responses[:2]]
     assert by_wait.status_code == 429
-    assert len(calls) == 2
-    assert sleeps == [12.0]
+    assert len(responses) == 2
+    assert sleeps == [float(responses[0].headers["Retry-After"])]
 
 
 def test_send_with_retry_never_waits_for_capacity() -> None:
@@ -484,7 +496,9 @@ async def test_asend_with_retry_waits(service: DecisionServer) -> None:
     actor_id = new_actor()
     for _ in range(5):
         upload(service, actor_id)
+    probe = upload(service, actor_id)
     sleeps: list[float] = []
+    responses: list[httpx.Response] = []
 
     async def sleep(seconds: float) -> None:
         sleeps.append(seconds)
@@ -493,12 +507,15 @@ async def test_asend_with_retry_waits(service: DecisionServer) -> None:
 
         async def send() -> httpx.Response:
             headers = {"Authorization": f"Bearer {end_user_token(actor_id)}"}
-            return await http.post(service.url + "/v1/media/upload-authorize", json={}, headers=headers)
+            responses.append(await http.post(service.url + "/v1/media/upload-authorize", json={}, headers=headers))
+            return responses[-1]
 
-        response = await asend_with_retry(send, max_wait=15.0, max_attempts=5, sleep=sleep)
+        max_wait = float(probe.headers["Retry-After"]) + 0.5
+        response = await asend_with_retry(send, max_wait=max_wait, max_attempts=5, sleep=sleep)
 
     assert response.status_code == 429
-    assert sleeps == [12.0]
+    assert len(responses) == 2
+    assert sleeps == [float(responses[0].headers["Retry-After"])]
 
 
 @pytest.mark.parametrize(("options", "field"), [({"max_wait": -1}, "max_wait"), ({"max_attempts": 0}, "max_attempts")])

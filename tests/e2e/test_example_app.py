@@ -14,9 +14,10 @@ import httpx
 import jwt
 import pytest
 
-from e2e.decision_server import JWT_SECRET, DecisionServer, decision_server
+from e2e.decision_server import JWT_SECRET, SUSPENDED_ACTOR, DecisionServer, decision_server
 from rampgate import AsyncGate
 from rampgate.core.flags import ENFORCEMENT_FLAG
+from rampgate.core.messages import blocked_message
 
 EXAMPLE_PATH = Path(__file__).resolve().parents[2] / "examples" / "fastapi_app" / "app.py"
 
@@ -132,19 +133,47 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DecisionServer
         yield running
 
 
-@pytest.mark.e2e
-async def test_example_429_matches_service(client: httpx.AsyncClient, service: DecisionServer) -> None:
-    """The example's 429 has the status, headers and body of the service's protected upload endpoint."""
-    token = jwt.encode({"sub": f"u-{uuid.uuid4().hex[:8]}", "exp": int(time.time()) + 3600}, JWT_SECRET, "HS256")
-    service_headers = {"Authorization": f"Bearer {token}", "Accept-Language": "ru"}
-    async with httpx.AsyncClient(base_url=service.url, timeout=10.0) as http:
-        from_service = await repeat(http, 6, "POST", "/v1/media/upload-authorize", json={}, headers=service_headers)
-    from_example = await repeat(client, 6, "POST", "/uploads", headers={"X-User-ID": "u-7", "Accept-Language": "ru"})
+def end_user_headers(actor_id: str, language: str) -> dict[str, str]:
+    token = jwt.encode({"sub": actor_id, "exp": int(time.time()) + 3600}, JWT_SECRET, "HS256")
+    return {"Authorization": f"Bearer {token}", "Accept-Language": language}
 
-    theirs, ours = from_service[5], from_example[5]
+
+@pytest.mark.e2e
+async def test_example_429_matches_service(
+    client: httpx.AsyncClient, gate: AsyncGate, service: DecisionServer
+) -> None:
+    """For a suspended user the example sends the very 429 of the service's protected upload endpoint."""
+    gate.catalog.set_trust("user", SUSPENDED_ACTOR, level="E5", changed_by="test")
+    gate.refresh()
+
+    async with httpx.AsyncClient(base_url=service.url, timeout=10.0) as http:
+        theirs = await http.post(
+            "/v1/media/upload-authorize", json={}, headers=end_user_headers(SUSPENDED_ACTOR, "ru")
+        )
+    ours = await client.post("/uploads", headers={"X-User-ID": SUSPENDED_ACTOR, "Accept-Language": "ru"})
+
     assert theirs.status_code == 429
     assert ours.status_code == theirs.status_code
     for name in ("Retry-After", "RateLimit-Policy", "RateLimit", "Content-Type"):
         assert ours.headers.get(name) == theirs.headers.get(name), name
     assert "X-Request-ID" in ours.headers
     assert ours.json() == theirs.json()
+
+
+@pytest.mark.e2e
+async def test_example_limited_429_matches_service(client: httpx.AsyncClient, service: DecisionServer) -> None:
+    """For the sixth upload both send the same policy and body, up to the seconds left, which depend on timing."""
+    async with httpx.AsyncClient(base_url=service.url, timeout=10.0) as http:
+        headers = end_user_headers(f"u-{uuid.uuid4().hex[:8]}", "en")
+        from_service = await repeat(http, 6, "POST", "/v1/media/upload-authorize", json={}, headers=headers)
+    from_example = await repeat(client, 6, "POST", "/uploads", headers={"X-User-ID": "u-7"})
+
+    theirs, ours = from_service[5], from_example[5]
+    seconds = int(theirs.headers["Retry-After"])
+    assert theirs.status_code == 429
+    assert ours.status_code == 429
+    assert ours.headers["RateLimit-Policy"] == theirs.headers["RateLimit-Policy"]
+    assert theirs.headers["RateLimit"] == f'"B.media_upload";r=0;t={seconds}'
+    assert ours.headers["RateLimit"] == '"B.media_upload";r=0;t=12'
+    assert theirs.json() == {**ours.json(), "retryAfter": seconds, "message": theirs.json()["message"]}
+    assert theirs.json()["message"] == blocked_message("limited", seconds, "en")
