@@ -32,7 +32,18 @@ if __package__ in (None, ""):
     # Run as a script: make the repository root importable for ``bench``.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.runner import Stats, add_table, add_target, cpu_time, measure, micros, new_result, rate, ratio, spread
+from bench.runner import (
+    Stats,
+    add_table,
+    add_target,
+    cpu_time,
+    measure,
+    micros,
+    new_result,
+    rate,
+    ratio,
+    spread,
+)
 
 NAME = "simulate"
 TITLE = "Trace replay, rampgate simulate"
@@ -88,8 +99,7 @@ def engine_batch(requests: list[tuple[float, str, str, str]], snapshot: Any) -> 
 
     start = cpu_time()
     for timestamp, actor_type, actor_id, action in requests:
-        if timestamp > clock.now:
-            clock.now = timestamp
+        clock.now = max(clock.now, timestamp)
         prepared = prepare(snapshot, actor_type, actor_id, action, 1)
         if prepared.__class__ is CounterRequest:
             policy = prepared.policy

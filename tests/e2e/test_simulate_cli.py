@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from e2e.server import rampgate_executable
 from rampgate.cli.app import main
 from rampgate.simulate.demo import DEMO_ACTIONS, DEMO_PLAN, DEMO_POLICIES, DEMO_TRACE
-from e2e.server import rampgate_executable
 
 pytestmark = pytest.mark.e2e
 
@@ -21,7 +21,7 @@ DEMO_OPTIONS = ["--plan", str(DEMO_PLAN), "--actions", str(DEMO_ACTIONS), "--pol
 
 def run_cli(*arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [rampgate_executable(), *arguments], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+        [rampgate_executable(), *arguments], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL, check=False
     )
 
 
@@ -89,7 +89,7 @@ def test_simulate_same_replay_same_report(demo_json: dict[str, Any]) -> None:
 def test_simulate_stdin_gzip_with_bots() -> None:
     arguments = ["simulate", "--trace", "-", "--percentage", "100", "--inject-bots", "2", "--bot-rate", "0.1", "--seed", "4", "--json"]
     result = subprocess.run(
-        [rampgate_executable(), *arguments], input=DEMO_TRACE.read_bytes(), capture_output=True, timeout=120
+        [rampgate_executable(), *arguments], input=DEMO_TRACE.read_bytes(), capture_output=True, timeout=120, check=False
     )
 
     assert result.returncode == 0, result.stderr

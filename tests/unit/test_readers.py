@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ from rampgate.simulate.readers import (
 )
 
 # 1 August 1995 02:00:00 at -0400 is 06:00:00 UTC.
-AUG_1_0600_UTC = datetime(1995, 8, 1, 6, tzinfo=timezone.utc).timestamp()
+AUG_1_0600_UTC = datetime(1995, 8, 1, 6, tzinfo=UTC).timestamp()
 
 CLF_LINES = [
     'h0000.compuserve.com - - [01/Aug/1995:02:00:00 -0400] "GET /images/launch-logo.gif HTTP/1.0" 200 1713',
@@ -278,7 +278,7 @@ def test_reader_empty_file(tmp_path: Path) -> None:
         ("01/Aug/1995:02:00:00 -0400", AUG_1_0600_UTC),
         ("01/Aug/1995:06:00:00 +0000", AUG_1_0600_UTC),
         ("01/Aug/1995:11:30:59 +0530", AUG_1_0600_UTC + 59),
-        ("31/Dec/1999:23:59:60 +0000", datetime(2000, 1, 1, tzinfo=timezone.utc).timestamp()),
+        ("31/Dec/1999:23:59:60 +0000", datetime(2000, 1, 1, tzinfo=UTC).timestamp()),
     ],
 )
 def test_clf_timestamp(text: str, expected: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -236,7 +237,7 @@ def test_bots_rate_and_order() -> None:
     assert len(set(schedule.actor_ids)) == 4
     for bot_id in schedule.actor_ids:
         own = [at for at, sender in sent if sender == bot_id]
-        assert all(abs(b - a - 2.0) < 1e-9 for a, b in zip(own, own[1:]))
+        assert all(abs(b - a - 2.0) < 1e-9 for a, b in pairwise(own))
 
 
 @pytest.mark.parametrize(("count", "rate", "field"), [(0, 1.0, "--inject-bots"), (2, 0.0, "--bot-rate"), (2, -1.0, "--bot-rate")])

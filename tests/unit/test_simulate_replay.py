@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import gzip
 import random
+from collections.abc import Iterable
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterable
-
-import pytest
 
 from rampgate.core.flags import ENFORCEMENT_FLAG
 from rampgate.core.gates import PASS, StageMetrics, evaluate_gate
@@ -26,11 +24,11 @@ from rampgate.simulate.readers import TraceReader
 from rampgate.simulate.replay import ReplaySettings, replay_trace
 from rampgate.simulate.report import SimulationReport, report_to_document
 
-START = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc).timestamp()
+START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC).timestamp()
 
 
 def clf_line(at: float, host: str, path: str = "/", method: str = "GET") -> str:
-    stamp = datetime.fromtimestamp(at, timezone.utc).strftime("%d/%b/%Y:%H:%M:%S +0000")
+    stamp = datetime.fromtimestamp(at, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
     return f'{host} - - [{stamp}] "{method} {path} HTTP/1.0" 200 100'
 
 
@@ -66,7 +64,7 @@ def without_speed(report: SimulationReport) -> dict[str, object]:
 
 
 def gate_for(clock: VirtualClock, settings: ReplaySettings) -> Gate:
-    """A memory gate whose catalog holds the replay's flag, policies and trust profiles at 100 %."""
+    """Return a memory gate whose catalog contains the replay's policies and trust profiles, with the flag at 100 %."""
     gate = memory_gate(clock=clock, watch=False, audit=False)
     gate.catalog.set_flag(ENFORCEMENT_FLAG, enabled=True, percentage=100, config={})
     for policy in settings.policies:

@@ -7,9 +7,21 @@ from rich.text import Text
 from rampgate.cli.app import app
 from rampgate.cli.catalog_commands import JSON_OPTION
 from rampgate.cli.output import print_json
-from rampgate.cli.simulate_command import TOP_OPTION, check_top, print_report, report_console, run_replay
+from rampgate.cli.simulate_command import (
+    TOP_OPTION,
+    check_top,
+    print_report,
+    report_console,
+    run_replay,
+)
 from rampgate.simulate.config import build_replay_settings
-from rampgate.simulate.demo import DEMO_ACTIONS, DEMO_PLAN, DEMO_POLICIES, DEMO_TRACE, demo_command_line
+from rampgate.simulate.demo import (
+    DEMO_ACTIONS,
+    DEMO_PLAN,
+    DEMO_POLICIES,
+    DEMO_TRACE,
+    demo_command_line,
+)
 from rampgate.simulate.report import report_to_document
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Self
 
 import typer
 from rich.console import Console
@@ -26,14 +26,14 @@ TOP_OPTION = typer.Option(10, "--top", help="Rows of the top blocked actors tabl
 @app.command("simulate")
 def simulate_command(
     trace: str = typer.Option(..., "--trace", help="The trace file (plain or gzip), or - for standard input."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="clf, combined, csv or jsonl; detected from the first line when omitted."),
-    plan: Optional[Path] = typer.Option(None, "--plan", help="Rollout plan file (TOML, or YAML/JSON by extension); the default plan when omitted."),
-    percentage: Optional[int] = typer.Option(None, "--percentage", help="Replay at this fixed percentage (0-100) without the rollout controller."),
-    actions: Optional[Path] = typer.Option(None, "--actions", help="Action map TOML: rules of method, path regular expression and action; unmatched requests are api_call."),
-    trust: Optional[Path] = typer.Option(None, "--trust", help="Trust CSV: actor_type,actor_id,tier[,enforcement_level]; other actors are tier B."),
-    policies: Optional[Path] = typer.Option(None, "--policies", help="Policies TOML laid over the shipped defaults."),
-    inject_bots: Optional[int] = typer.Option(None, "--inject-bots", help="Add N bots, the known abusers of the replay."),
-    bot_rate: Optional[float] = typer.Option(None, "--bot-rate", help="Requests per second of each bot (default 1)."),
+    fmt: str | None = typer.Option(None, "--format", help="clf, combined, csv or jsonl; detected from the first line when omitted."),
+    plan: Path | None = typer.Option(None, "--plan", help="Rollout plan file (TOML, or YAML/JSON by extension); the default plan when omitted."),
+    percentage: int | None = typer.Option(None, "--percentage", help="Replay at this fixed percentage (0-100) without the rollout controller."),
+    actions: Path | None = typer.Option(None, "--actions", help="Action map TOML: rules of method, path regular expression and action; unmatched requests are api_call."),
+    trust: Path | None = typer.Option(None, "--trust", help="Trust CSV: actor_type,actor_id,tier[,enforcement_level]; other actors are tier B."),
+    policies: Path | None = typer.Option(None, "--policies", help="Policies TOML laid over the shipped defaults."),
+    inject_bots: int | None = typer.Option(None, "--inject-bots", help="Add N bots, the known abusers of the replay."),
+    bot_rate: float | None = typer.Option(None, "--bot-rate", help="Requests per second of each bot (default 1)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bots' ids and timing."),
     top: int = TOP_OPTION,
     as_json: bool = JSON_OPTION,
@@ -65,7 +65,7 @@ def simulate_command(
 
 
 def report_console() -> Console:
-    """The stdout console, or one 120 columns wide when stdout is not a terminal, so tables do not truncate."""
+    """Return the stdout console, or one 120 columns wide when stdout is not a terminal, so tables do not truncate."""
     if stdout.is_terminal:
         return stdout
     return Console(file=sys.stdout, width=max(stdout.width, 120), soft_wrap=True, emoji=False)
@@ -114,7 +114,7 @@ class _progress_bar:
         )
         self.task = self.progress.add_task("replay", total=reader.total_bytes)
 
-    def __enter__(self) -> "_progress_bar":
+    def __enter__(self) -> Self:
         self.progress.start()
         return self
 

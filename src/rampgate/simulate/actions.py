@@ -1,8 +1,8 @@
 """The action map: which action a logged HTTP request stands for.
 
-A map is a TOML file of rules, tried in order; the first rule whose method
-and path match gives the action, and a request that no rule matches gets the
-default action (``api_call`` unless the file sets ``default``)::
+A map is a TOML file of rules, tried in order. The first rule whose method
+and path match gives the action. A request that no rule matches gets the
+default action, ``api_call`` unless the file sets ``default``::
 
     default = "api_call"
 
@@ -86,7 +86,7 @@ class ActionMap:
         return action
 
     @classmethod
-    def load(cls, path: str | Path) -> "ActionMap":
+    def load(cls, path: str | Path) -> ActionMap:
         """Read an action map file; raise :class:`ConfigurationError` naming the first bad entry."""
         try:
             document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -97,7 +97,7 @@ class ActionMap:
         return cls.from_document(document)
 
     @classmethod
-    def from_document(cls, document: dict[str, Any]) -> "ActionMap":
+    def from_document(cls, document: dict[str, Any]) -> ActionMap:
         """Build a map from parsed TOML: a ``default`` action and a ``rules`` array of tables."""
         unknown = sorted(set(document) - {"default", "rules"})
         if unknown:

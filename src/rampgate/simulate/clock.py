@@ -22,6 +22,5 @@ class VirtualClock:
 
     def advance_to(self, timestamp: float) -> float:
         """Move to ``timestamp`` unless it is earlier than now; return the resulting time."""
-        if timestamp > self.now:
-            self.now = timestamp
+        self.now = max(self.now, timestamp)
         return self.now

@@ -13,7 +13,7 @@ DEMO_POLICIES = DATA / "demo-policies.toml"
 
 
 def demo_command_line() -> str:
-    """The ``rampgate simulate`` command that replays exactly what ``rampgate demo`` does."""
+    """Return the ``rampgate simulate`` command that replays exactly what ``rampgate demo`` does."""
     return (
         f"rampgate simulate --trace {DEMO_TRACE} --plan {DEMO_PLAN} "
         f"--actions {DEMO_ACTIONS} --policies {DEMO_POLICIES}"

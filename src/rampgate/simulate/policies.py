@@ -21,8 +21,9 @@ action, and adds a policy otherwise.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from rampgate.core.durations import parse_duration
 from rampgate.core.names import parse_actor
@@ -40,7 +41,7 @@ _KEYS = frozenset(
 
 
 def policy_key(policy: Policy) -> PolicyKey:
-    """The identity of a policy row: scope, tier, actor type, actor id and action."""
+    """Return the identity of a policy row: scope, tier, actor type, actor id and action."""
     return (policy.scope, policy.tier, policy.actor_type, policy.actor_id, policy.action)
 
 
@@ -133,9 +134,9 @@ def _parse_scope(field: str, table: dict[str, Any]) -> tuple[str, str | None, st
     else:
         scope, tier, actor_type, actor_id = "global", None, None, None
 
-    given = table.get("scope")
-    if given is not None and given != scope:
+    declared = table.get("scope")
+    if declared is not None and declared != scope:
         raise ConfigurationError(
-            f"{field}.scope", given, f"{scope!r}: a table with tier is a tier policy, with actor an actor policy, with neither a global one"
+            f"{field}.scope", declared, f"{scope!r}: a table with tier is a tier policy, with actor an actor policy, with neither a global one"
         )
     return scope, tier, actor_type, actor_id

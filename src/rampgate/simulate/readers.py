@@ -1,7 +1,7 @@
 """Trace readers: Common Log Format, Combined, CSV and JSON lines, plain or gzip, streamed.
 
-A reader yields one :data:`TraceRecord` per request and never holds more
-than one line in memory, so a log larger than memory can be replayed. A line
+A reader yields one :data:`TraceRecord` per request and keeps no more than
+one line in memory, so a log larger than memory can be replayed. A line
 that cannot be parsed is counted as malformed and skipped, never fatal; the
 first few are kept with their line numbers for the report. Blank lines are
 skipped without being counted.
@@ -22,11 +22,12 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from math import isfinite
 from pathlib import Path
-from typing import IO, Callable, Iterator, Optional
+from typing import IO, Self
 
 from rampgate.core.names import ACTOR_TYPES, MAX_ACTOR_ID_LENGTH, is_valid_action
 from rampgate.errors import InvalidInput
@@ -38,8 +39,8 @@ CSV_COLUMNS: tuple[str, ...] = ("timestamp", "actor_type", "actor_id", "action")
 MAX_EXAMPLE_CHARACTERS = 200
 GZIP_MAGIC = b"\x1f\x8b"
 
-TraceRecord = tuple[float, str, str, Optional[str], Optional[str]]
-LineParser = Callable[[str], Optional[TraceRecord]]
+TraceRecord = tuple[float, str, str, str | None, str | None]
+LineParser = Callable[[str], TraceRecord | None]
 
 # host ident authuser [date] "request" status bytes, with the date split into
 # its minute, seconds and UTC offset. A quoted field may contain
@@ -146,7 +147,7 @@ def parse_timestamp(value: object) -> float:
         except ValueError:
             moment = datetime.fromisoformat(text)
             if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=timezone.utc)
+                moment = moment.replace(tzinfo=UTC)
             return moment.timestamp()
     else:
         raise ValueError(f"not a timestamp: {value!r}")
@@ -197,7 +198,7 @@ def _check_fields(timestamp_text: object, actor_type: object, actor_id: object, 
         timestamp = parse_timestamp(timestamp_text)
     except (ValueError, OverflowError):
         return None
-    return (timestamp, actor_type, actor_id, action, None)  # type: ignore[return-value]
+    return (timestamp, actor_type, actor_id, action, None)
 
 
 def make_csv_parser(header: str) -> LineParser:
@@ -290,7 +291,7 @@ class TraceReader:
         self._next_number = first_lines[-1][0] + 1 if first_lines else 1
 
     @classmethod
-    def open(cls, source: str | Path, fmt: str | None = None, max_examples: int = 5) -> "TraceReader":
+    def open(cls, source: str | Path, fmt: str | None = None, max_examples: int = 5) -> TraceReader:
         """Open ``source`` (a path or ``-``) and detect its format unless ``fmt`` names one.
 
         Raise :class:`InvalidInput` naming ``--trace`` when the file cannot be
@@ -301,7 +302,7 @@ class TraceReader:
 
         raw, total_bytes = _open_raw(str(source))
         stream: IO[bytes] = raw
-        if raw.peek(2)[:2] == GZIP_MAGIC:  # type: ignore[attr-defined]
+        if raw.peek(2)[:2] == GZIP_MAGIC:
             stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
         # Undecodable bytes become U+FFFD instead of failing the whole line:
         # the host and the path are what matter, and they are ASCII in practice.
@@ -338,7 +339,7 @@ class TraceReader:
     def close(self) -> None:
         self._text.close()
 
-    def __enter__(self) -> "TraceReader":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

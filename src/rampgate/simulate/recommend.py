@@ -20,8 +20,8 @@ already passes under those conditions keeps it and is not listed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 from rampgate.core.algorithms import ALGORITHM_FUNCTIONS
 from rampgate.core.bucketing import is_in_cohort
@@ -46,9 +46,9 @@ Pair = tuple[str, str]  # (tier, policy name)
 class StageEvidence:
     """What the recommendation search needs from the failing stage.
 
-    ``records`` starts ``warmup_seconds`` before the stage, so that each
-    counter enters the stage in the state the replay gave it; ``started_at``
-    and ``judged_at`` bound the requests that count towards the gate.
+    ``records`` starts one counter memory before the stage, so each counter
+    enters the stage in the state the replay gave it. ``started_at`` and
+    ``judged_at`` bound the requests that count towards the gate.
     ``fixed_blocked`` and ``fixed_blocked_actors`` are enforced blocks that no
     limit moves (suspended actors, requests beyond capacity).
     """

@@ -25,10 +25,10 @@ from __future__ import annotations
 import logging
 import time
 from bisect import bisect_left
-from math import ceil, floor
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from math import ceil, floor
 from operator import itemgetter
-from typing import Callable, Iterator
 
 from rampgate.core.decision import ENFORCE
 from rampgate.core.flags import ENFORCEMENT_FLAG, Flag
@@ -45,15 +45,21 @@ from rampgate.simulate.bots import BOT_METHOD, BOT_PATH, BotSchedule, BotSpec
 from rampgate.simulate.clock import VirtualClock
 from rampgate.simulate.readers import TraceReader, TraceRecord
 from rampgate.simulate.recommend import CounterRecord, StageEvidence, recommend_limits
-from rampgate.simulate.report import BlockedActor, Outcome, Recommendation, SimulationReport, StageRow
+from rampgate.simulate.report import (
+    BlockedActor,
+    Outcome,
+    Recommendation,
+    SimulationReport,
+    StageRow,
+)
 from rampgate.stores.memory import MemoryCounterStore
 
 logger = logging.getLogger(__name__)
 
 PROGRESS_EVERY_LINES = 16_384
 TOP_BLOCKED_ACTORS = 20
-# Counter requests kept for the recommendation search; past this many in one
-# stage the search is skipped, so that a huge trace does not exhaust memory.
+# Counter requests kept for the recommendation search. Past this many in one
+# stage the search is skipped, so a huge trace cannot exhaust memory.
 MAX_RECORDED_REQUESTS = 5_000_000
 
 ProgressCallback = Callable[[TraceReader], None]
@@ -65,7 +71,7 @@ BOT_REQUEST = "<bot>"
 
 @dataclass(frozen=True, slots=True)
 class ReplaySettings:
-    """What to replay the trace against.
+    """The plan, catalog and inputs that a trace is replayed against.
 
     ``policies`` is the complete catalog (shipped defaults already merged
     with any overrides). ``percentage`` set means a fixed percentage without
@@ -139,8 +145,8 @@ class Replay:
         self.store = MemoryCounterStore(clock=self.clock)
         self.engine = DecisionEngine()
         self.policies_by_name = {policy.name: policy for policy in settings.policies}
-        # The longest a counter remembers a request: how far before a stage the
-        # recommendation search must start for counters to enter it warm.
+        # The maximum time a counter remembers a request. The recommendation
+        # search starts this long before a stage, so counters enter it warm.
         self.warmup_seconds = max(
             (policy.capacity * policy.window_seconds / policy.limit_value for policy in settings.policies),
             default=0.0,
@@ -186,7 +192,7 @@ class Replay:
             self._open_stage(1, percentage, now)
             return
 
-        rollout, transitions, change = Rollout.start(ENFORCEMENT_FLAG, self.plan, now)
+        rollout, _, change = Rollout.start(ENFORCEMENT_FLAG, self.plan, now)
         self.rollout = rollout
         self.snapshot = self._snapshot(change.enabled, change.percentage)
         self._open_stage(rollout.stage, rollout.percentage, now)
@@ -219,7 +225,7 @@ class Replay:
             assert stage is not None
             transitions, change = rollout.step(at, stage.metrics())
             if rollout.awaiting_approval:
-                # Nobody approves in a rehearsal: a passing stage is promoted at once.
+                # No operator approves in a rehearsal, so a passing stage is promoted at once.
                 approved, approved_change = rollout.advance(at, "approved by the simulator")
                 transitions = transitions + approved
                 change = approved_change or change
@@ -320,11 +326,11 @@ class Replay:
     def _replay(self, records: Iterator[TraceRecord]) -> None:
         """Decide every request and feed the stage's totals to the rollout.
 
-        NOTE: this loop is the hot path and is written for speed over style,
-        measured with bench/bench_simulate.py: the decision and the stage's
-        totals are inlined, attributes are read into locals, and the locals
-        are read again only after the controller ran (the only code that
-        changes them). Each Python call saved is about 2 % of a request.
+        NOTE: this loop is the hot path, written for speed over style and
+        measured with bench/bench_simulate.py. The decision and the stage's
+        totals are inlined and attributes are read into locals. The locals are
+        read again only after the controller ran, the only code that changes
+        them. Each Python call saved is about 2 % of a request.
         """
         action_for_request = self.settings.action_map.action_for_request
         prepare = self.engine.prepare
@@ -333,7 +339,6 @@ class Replay:
         clock = self.clock
         progress = self.progress
         requests_by_actor = self.requests_by_actor
-        would_block_by_actor = self.would_block_by_actor
         recorded = self.records
         counter_request = CounterRequest
 
@@ -366,10 +371,11 @@ class Replay:
             else:
                 is_bot = False
                 decisions += 1
-                if action is None:
-                    action = action_for_request(request)
+            if action is None:
+                # A web server log gives the request line; CSV, JSON lines and bots give the action.
+                action = action_for_request(request)  # type: ignore[arg-type]
 
-            # Decide, exactly as Gate.decide does on a memory store.
+            # Decide with the production engine, as Gate.decide's general path does on a memory store.
             prepared = prepare(snapshot, actor_type, actor_id, action, 1)
             if prepared.__class__ is counter_request:
                 policy = prepared.policy
@@ -380,7 +386,7 @@ class Replay:
                 decision = finish(prepared, outcome)
                 counted = True
             else:
-                decision = prepared
+                decision = prepared  # type: ignore[assignment]
                 counted = False
 
             actor = actor_type + ":" + actor_id

@@ -9,7 +9,7 @@ The ``format_*`` functions build Rich renderables and print nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -27,7 +27,7 @@ OUTCOME_STATES: tuple[str, ...] = (COMPLETED, ROLLED_BACK, TRACE_ENDED)
 
 # Verdicts of a stage row under the rollout controller.
 PROMOTED = "promoted"  # gates passed after the bake time; the next stage began
-PAUSED = "paused"  # a gate failed and the plan says pause: the flag kept its percentage
+PAUSED = "paused"  # a gate failed under on_failure = "pause": the flag kept its percentage
 # Verdicts of the single row of a fixed-percentage replay (--percentage), judged at the end.
 PASSED = "passed"
 FAILED = "failed"
@@ -38,7 +38,7 @@ RATE_DIGITS = 6  # rates in the JSON report; the table shows 4 digits
 
 @dataclass(slots=True)
 class StageRow:
-    """What the enforced cohort did during one stage, and how the stage ended."""
+    """The totals of the enforced cohort during one stage, and the stage's verdict."""
 
     stage: int
     percentage: int
@@ -77,7 +77,7 @@ class StageRow:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """Where the rollout ended: state, stage (from 1; 0 when the trace had no request) and the failed gate."""
+    """The end of the rollout: state, stage (from 1, or 0 for a trace without requests) and the failed gate."""
 
     state: str
     stage: int
@@ -197,11 +197,11 @@ def report_to_document(report: SimulationReport, include_top_blocked: bool = Fal
 def _iso(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
-    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def format_summary(report: SimulationReport) -> Text:
-    """One paragraph: the trace, its span, lines, malformed lines, bots and speed."""
+    """Build the summary paragraph: the trace, its span, lines, malformed lines, bots and speed."""
     span = "-"
     if report.trace_start is not None and report.trace_end is not None:
         span = f"{_iso(report.trace_start)} to {_iso(report.trace_end)} ({format_duration(report.trace_end - report.trace_start)})"
@@ -218,7 +218,7 @@ def format_summary(report: SimulationReport) -> Text:
 
 
 def format_stages(report: SimulationReport) -> Table:
-    """The stage table: one row per stage the rollout entered."""
+    """Build the stage table, one row per stage the rollout entered."""
     title = "Stages" if report.fixed_percentage is None else f"Fixed percentage {report.fixed_percentage} %"
     table = Table(title=title, title_justify="left")
     for header in ("stage", "percentage", "actors\nenforced", "decisions", "blocked", "block\nrate", "false-positive\nrate", "complaints"):
@@ -242,7 +242,7 @@ def format_stages(report: SimulationReport) -> Table:
 
 
 def format_outcome(report: SimulationReport) -> Text:
-    """The outcome sentence: completed, rolled back at stage k because of gate g, or trace ended at stage k."""
+    """Build the outcome sentence: completed, rolled back at stage k because of gate g, or trace ended at stage k."""
     outcome = report.outcome
     text = Text("Outcome: ", style="bold")
     at = f" at {_iso(outcome.at)}" if outcome.at is not None else ""
@@ -255,16 +255,16 @@ def format_outcome(report: SimulationReport) -> Text:
     gate = outcome.failed_gate
     if gate is not None:
         value = gate.get("value")
-        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        value_text = f"{value:.4f}" if isinstance(value, float) else str(value)
         bound = f" > max {gate['max']:g}" if gate.get("max") is not None else ""
         if gate.get("min") is not None:
             bound = f" < min {gate['min']:g}"
-        text.append(f" because gate {gate['metric']} = {shown}{bound}")
+        text.append(f" because gate {gate['metric']} = {value_text}{bound}")
     return text
 
 
 def format_recommendations(report: SimulationReport) -> RenderableType:
-    """The recommended limits, or a sentence saying why there are none."""
+    """Build the table of recommended limits, or a sentence that explains why there are none."""
     if report.outcome.failed_gate is None:
         return Text("No gate failed, so no limit needs to change.")
     if not report.recommendations:
@@ -286,7 +286,7 @@ def format_recommendations(report: SimulationReport) -> RenderableType:
 
 
 def format_top_blocked(report: SimulationReport, limit: int = 10) -> RenderableType:
-    """The actors the limits hit most, by would-be blocks over the whole trace in every mode."""
+    """Build the table of the actors the limits hit most, by would-be blocks over the whole trace in every mode."""
     if not report.top_blocked:
         return Text("No request would have been blocked.")
     table = Table(title="Top blocked actors (shadow and enforced)", title_justify="left")
@@ -304,7 +304,7 @@ def format_top_blocked(report: SimulationReport, limit: int = 10) -> RenderableT
 
 
 def format_report(report: SimulationReport, top: int = 10) -> Group:
-    """Every section of the human-readable report, in reading order."""
+    """Build every section of the human-readable report, in reading order."""
     parts: list[RenderableType] = [format_summary(report), Text(""), format_stages(report), format_outcome(report)]
     parts.append(format_recommendations(report))
     if top > 0:

@@ -11,7 +11,13 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from rampgate.core.names import DEFAULT_LEVEL, check_actor_id, check_actor_type, check_level, check_tier
+from rampgate.core.names import (
+    DEFAULT_LEVEL,
+    check_actor_id,
+    check_actor_type,
+    check_level,
+    check_tier,
+)
 from rampgate.core.trust import TrustProfile
 from rampgate.errors import ConfigurationError, InvalidInput
 
