@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -157,3 +160,35 @@ def test_simulate_missing_trace_exit_2(tmp_path: Path, monkeypatch: pytest.Monke
 
     assert done.value.code == 2
     assert f"invalid --trace: '{missing}'" in capsys.readouterr().err
+
+
+def test_simulate_progress_only_on_stderr(tmp_path: Path) -> None:
+    # Long enough for several progress updates; stderr is a terminal, stdout a pipe.
+    with gzip.open(DEMO_TRACE, "rt") as handle:
+        lines = handle.readlines()
+    trace = tmp_path / "three-days.log"
+    trace.write_text("".join(line.replace("01/Aug", f"0{day}/Aug", 1) for day in (1, 2, 3) for line in lines))
+    primary, secondary = pty.openpty()
+
+    process = subprocess.Popen(
+        [rampgate_executable(), "simulate", "--trace", str(trace), "--percentage", "10", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        stdin=subprocess.DEVNULL,
+    )
+    os.close(secondary)
+    output, _ = process.communicate(timeout=120)
+    terminal = b""
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        terminal += chunk
+    os.close(primary)
+
+    assert process.returncode == 0
+    assert json.loads(output)["lines"] == 3 * 13_200
+    assert b"replaying" in terminal
