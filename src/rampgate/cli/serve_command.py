@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import importlib
 import ipaddress
 import os
@@ -53,7 +52,7 @@ def serve_command(
     JwtVerifier(settings)  # a bad RAMPGATE_JWT_PUBLIC_KEY stops the start here, not in every worker
 
     configure_service_logging(settings)
-    _prepare_metrics_directory(workers)
+    metrics_directory = _prepare_metrics_directory(workers)
     controller_handle = _start_controller(settings) if controller else None
 
     import uvicorn
@@ -74,9 +73,13 @@ def serve_command(
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
     finally:
+        # With one worker uvicorn ends by re-raising the SIGTERM it handled, so
+        # this block runs only after a several-worker server or Ctrl-C.
         stop = getattr(controller_handle, "stop", None)
         if callable(stop):
             stop()
+        if metrics_directory is not None:
+            shutil.rmtree(metrics_directory, ignore_errors=True)
 
 
 def check_serve_options(settings: Settings, host: str, port: int, workers: int) -> None:
@@ -135,16 +138,16 @@ def _check_catalog(settings: Settings) -> None:
         engine.dispose()
 
 
-def _prepare_metrics_directory(workers: int) -> None:
-    """Give several workers a fresh, shared directory for prometheus_client's multiprocess mode."""
+def _prepare_metrics_directory(workers: int) -> str | None:
+    """Give several workers a fresh, shared directory for prometheus_client's multiprocess mode; return it."""
     from rampgate.service.metrics import MULTIPROC_ENV
 
     if workers == 1:
         os.environ.pop(MULTIPROC_ENV, None)
-        return
+        return None
     directory = tempfile.mkdtemp(prefix="rampgate-metrics-")
     os.environ[MULTIPROC_ENV] = directory
-    atexit.register(shutil.rmtree, directory, True)
+    return directory
 
 
 def _start_controller(settings: Settings) -> Any:
