@@ -200,8 +200,8 @@ def _scenario(
 def run(quick: bool) -> dict[str, Any]:
     """Measure every contender at one actor and at 10,000 actors; return the result dict."""
     result = new_result(NAME, TITLE)
-    rounds = 7 if quick else 15
-    operations = 20_000 if quick else 100_000
+    rounds = 5 if quick else 15
+    operations = 10_000 if quick else 100_000
 
     with tempfile.TemporaryDirectory(prefix="rampgate-bench-") as directory:
         rampgate_audit = RampgateContender(Path(directory), "audit-100", 100, audit=True)

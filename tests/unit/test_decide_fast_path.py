@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rampgate.core.bucketing import is_in_cohort
 from rampgate.core.decision import Decision
 from rampgate.core.flags import ENFORCEMENT_FLAG
 from rampgate.core.policies import Policy
@@ -168,3 +169,22 @@ def test_store_fast_transition_matches_consume(
         got = fast.consume_tat("k", units, interval, span)
         assert got[:5] == want[:5]
         assert got[5] == clock.now
+
+
+def test_snapshot_cohort_matches_bucketing() -> None:
+    gate = memory_gate(watch=False, audit=False)
+    try:
+        gate.catalog.set_flag(ENFORCEMENT_FLAG, enabled=True, percentage=37)
+        snapshot = gate.refresh()
+        for number in range(2000):
+            actor_id = f"u-{number}"
+            assert snapshot.is_in_cohort("api_call", actor_id) == is_in_cohort(ENFORCEMENT_FLAG, actor_id, 37)
+        assert snapshot.is_in_cohort("not_governed", "u-1") is True
+
+        gate.catalog.set_flag(ENFORCEMENT_FLAG, enabled=False)
+        snapshot = gate.refresh()
+        assert not any(snapshot.is_in_cohort("api_call", f"u-{number}") for number in range(200))
+        with pytest.raises(InvalidInput):
+            snapshot.is_in_cohort("Bad Action", "u-1")
+    finally:
+        gate.close()

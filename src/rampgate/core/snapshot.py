@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from rampgate.core.bucketing import _hash
 from rampgate.core.flags import ENFORCEMENT_FLAG, Flag
-from rampgate.core.names import DEFAULT_LEVEL, DEFAULT_TIER
+from rampgate.core.names import DEFAULT_LEVEL, DEFAULT_TIER, check_action
 from rampgate.core.policies import Policy, PolicyTable
 from rampgate.core.trust import TrustProfile
 
@@ -179,6 +180,27 @@ class CatalogSnapshot:
         if len(self.action_plans) < MAX_CACHED_ACTIONS:
             self.action_plans[action] = plans
         return plans
+
+    def is_in_cohort(self, action: str, actor_id: str) -> bool:
+        """Return whether the flag that governs ``action`` enforces ``actor_id`` now.
+
+        An action that no flag governs is enforced for every actor. Raises
+        :class:`rampgate.errors.InvalidInput` for an invalid action name.
+        The route is read from the per-action cache that ``Gate.decide``
+        fills, so a repeated call costs one hash (see BENCHMARKS.md,
+        comparison 3).
+        """
+        plans = self.action_plans.get(action)
+        if plans is None:
+            check_action(action)
+            plans = self.plans_for(action)
+        plan = plans.default
+        percentage = plan.percentage
+        if percentage >= 100:
+            return True
+        if percentage <= 0:
+            return False
+        return _hash(plan.group_prefix + actor_id, 0, False) % 100 + 1 <= percentage
 
     def route(self, action: str) -> Route | None:
         """Return the rollout route of ``action``, None when no flag governs it."""

@@ -15,6 +15,10 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
+# A sweep that evicts at least this many keys, and more keys than it keeps,
+# rebuilds the dict to give its table back.
+_SHRINK_MIN_EVICTED = 1024
+
 
 class MemoryCounterStore:
     """Counters in a dict, guarded by one lock, with eviction of expired keys.
@@ -168,8 +172,14 @@ class MemoryCounterStore:
             for key, value in self._data.items()
             if (value <= tat_now if value.__class__ is float else value[1] <= now)
         ]
+        data = self._data
         for key in expired:
-            del self._data[key]
+            del data[key]
+        # A dict keeps its table when keys are deleted, so after a burst of
+        # actors has expired the table would stay sized for the burst. Copying
+        # the survivors releases it; the copy costs less than the deletions did.
+        if len(expired) >= _SHRINK_MIN_EVICTED and len(expired) > len(data):
+            self._data = dict(data)
         self._sweep_after = max(self._min_sweep_interval, len(self._data))
         if expired:
             logger.debug("store.evicted", extra={"keys": len(expired), "kept": len(self._data)})
