@@ -31,17 +31,22 @@ def watch_decisions(database_url: str, actor_id: str, changes: Any, stop: Any) -
 
 
 def fire_requests(
-    database_url: str, store_settings: dict[str, Any], actor_ids: list[str], requests: int, start: Any
+    database_url: str, store_settings: dict[str, Any], actor_ids: list[str], start_at: float
 ) -> list[tuple[str, bool, str]]:
-    """Send ``requests`` concurrent decisions for every actor from one process; return (actor, allowed, mode)."""
+    """Send one media_upload decision per item of ``actor_ids``, all concurrently at ``start_at`` (Unix time).
+
+    Returns (actor_id, allowed, mode) for every decision.
+    """
     from rampgate import AsyncGate
 
     async def run() -> list[tuple[str, bool, str]]:
         gate = AsyncGate(database_url=database_url, watch=False, audit=False, **store_settings)
         try:
-            start.wait()
+            # Connect before the start so that every process fires at once.
+            await gate.decide("user", "warm-up", "search")
+            await asyncio.sleep(max(start_at - time.time(), 0))
             decisions = await asyncio.gather(
-                *[gate.decide("user", actor_id, "media_upload") for actor_id in actor_ids for _ in range(requests)]
+                *[gate.decide("user", actor_id, "media_upload") for actor_id in actor_ids]
             )
         finally:
             await gate.aclose()

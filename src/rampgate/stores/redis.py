@@ -23,11 +23,13 @@ from urllib.parse import unquote
 
 import redis
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 from redis.retry import Retry
 
 from rampgate.core.algorithms import Outcome
 from rampgate.errors import ConfigurationError, StoreError, StoreTimeout
-from rampgate.stores.redis_pipeline import RedisPipeline, RespError, ServerAddress, pack_command
+from rampgate.stores.redis_pipeline import ClusterRouter, RedisPipeline, RespError, ServerAddress, pack_command
+from rampgate.stores.redis_pipeline import parse_redirection
 from rampgate.stores.resilience import CircuitBreaker
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ SCRIPT_FILES = {
     "sliding_window": "consume_sliding_window.lua",
 }
 MICROSECONDS = 1_000_000.0
+MAX_REDIRECTIONS = 5
+ASKING = pack_command("ASKING")
 
 
 class Script:
@@ -153,7 +157,7 @@ class RedisCounterStore:
         self._prefix_bytes = prefix.encode()
         self._pipeline: RedisPipeline | None = None
         self._connect_task: asyncio.Task[RedisPipeline] | None = None
-        self._async_cluster: Any = None
+        self._router: ClusterRouter | None = None
 
         if preload:
             self._preload()
@@ -252,17 +256,11 @@ class RedisCounterStore:
     ) -> Outcome:
         """The asyncio twin of :meth:`consume`.
 
-        Calls made in the same event-loop tick share one write to Redis; on a
-        cluster each call is its own ``EVALSHA``.
+        Calls made in the same event-loop tick share one write to Redis (one
+        write per node on a cluster).
         """
         if self.breaker.is_open:
             self.breaker.check()
-        if self.is_cluster:
-            return await self._aconsume_cluster(key, algorithm, (limit, window_seconds, capacity, units))
-
-        pipeline = self._pipeline
-        if pipeline is None or pipeline.loop is not asyncio.get_running_loop() or not pipeline.is_connected:
-            pipeline = await self._apipeline()
 
         packed = self._packed.get((algorithm, limit, window_seconds, capacity, units))
         if packed is None:
@@ -270,13 +268,19 @@ class RedisCounterStore:
         key_bytes = self._prefix_bytes + key.encode()
         command = b"%b%d\r\n%b\r\n%b" % (packed[0], len(key_bytes), key_bytes, packed[1])
 
-        try:
-            reply = await pipeline.call(command)
-        except StoreError as error:
-            self.breaker.record_failure(error)
-            raise
-        if reply.__class__ is not list:
-            reply = await self._aretry(pipeline, command, reply, algorithm)
+        if self.is_cluster:
+            reply = await self._acall_cluster(key_bytes, command, algorithm)
+        else:
+            pipeline = self._pipeline
+            if pipeline is None or pipeline.loop is not asyncio.get_running_loop() or not pipeline.is_connected:
+                pipeline = await self._apipeline()
+            try:
+                reply = await pipeline.call(command)
+            except StoreError as error:
+                self.breaker.record_failure(error)
+                raise
+            if reply.__class__ is not list:
+                reply = await self._aretry(pipeline, command, reply, algorithm)
 
         if self.breaker.is_open:
             self.breaker.record_success()
@@ -346,48 +350,45 @@ class RedisCounterStore:
         self._pipeline = pipeline
         return pipeline
 
-    async def _aconsume_cluster(self, key: str, algorithm: str, arguments: tuple[int, ...]) -> Outcome:
-        # TODO: coalesce cluster calls per node as the single-server pipeline does.
-        client = self._async_cluster
-        if client is None:
-            client = self._async_cluster = self._open_async_cluster()
-        script = self.scripts[algorithm]
-        full_key = self.prefix + key
-        try:
-            async with asyncio.timeout(self.timeout_seconds):
-                try:
-                    reply = await client.evalsha(script.sha, 1, full_key, *arguments)
-                except redis.exceptions.NoScriptError:
-                    logger.info("store.scripts_reloaded", extra={"store": "redis", "target": self.target})
-                    for loaded in {s.sha: s for s in self.scripts.values()}.values():
-                        await client.script_load(loaded.source)
-                    reply = await client.evalsha(script.sha, 1, full_key, *arguments)
-        except TimeoutError as error:
-            failure: StoreError = StoreTimeout(
-                f"Redis Cluster at {self.target} did not answer {script.name} within {self.timeout_ms} ms"
+    async def _acall_cluster(self, key_bytes: bytes, command: bytes, algorithm: str) -> list[int]:
+        """Send one command to the primary of its key's slot, following MOVED and ASK redirections."""
+        router = self._router
+        if router is None or router.loop is not asyncio.get_running_loop():
+            router = self._router = ClusterRouter(
+                self._cluster_nodes,
+                username=self._cluster_options.get("username"),
+                password=self._cluster_options.get("password"),
+                use_tls=self._cluster_options["ssl"],
+                timeout_seconds=self.timeout_seconds,
             )
-            self.breaker.record_failure(failure)
-            raise failure from error
-        except redis.exceptions.ResponseError as error:
-            raise StoreError(f"Redis at {self.target} rejected {script.name}: {error}", retryable=False) from error
-        except redis.RedisError as error:
-            failure = self._store_error(error, script.name)
-            self.breaker.record_failure(failure)
-            raise failure from error
+        slot = key_slot(key_bytes)
+        try:
+            for _ in range(MAX_REDIRECTIONS):
+                pipeline = await router.pipeline_for_slot(slot)
+                reply = await pipeline.call(command)
+                if reply.__class__ is list:
+                    return reply  # type: ignore[no-any-return]
+                redirection = parse_redirection(reply.message) if isinstance(reply, RespError) else None
+                if redirection is None:
+                    return await self._aretry(pipeline, command, reply, algorithm)
 
-        if self.breaker.is_open:
-            self.breaker.record_success()
-        return _outcome(reply)
-
-    def _open_async_cluster(self) -> Any:
-        from redis.asyncio.cluster import ClusterNode, RedisCluster
-
-        return RedisCluster(
-            startup_nodes=[ClusterNode(host, port) for host, port in self._cluster_nodes],
-            socket_timeout=self.timeout_seconds,
-            socket_connect_timeout=self.timeout_seconds,
-            **self._cluster_options,
-        )
+                kind, moved_slot, node = redirection
+                if kind == "MOVED":
+                    router.moved(moved_slot, node)
+                    continue
+                # ASK: this one command goes to the importing node, preceded by ASKING.
+                target = await router.pipeline(node)
+                asking = target.call(ASKING)
+                reply = await target.call(command)
+                await asking
+                if reply.__class__ is list:
+                    return reply  # type: ignore[no-any-return]
+                return await self._aretry(target, command, reply, algorithm)
+        except StoreError as error:
+            router.needs_refresh = True
+            self.breaker.record_failure(error)
+            raise
+        raise StoreError(f"Redis Cluster at {self.target} redirected slot {slot} more than {MAX_REDIRECTIONS} times")
 
     async def aclose(self) -> None:
         """Close the async connection of the running loop and the sync connections."""
@@ -396,11 +397,8 @@ class RedisCounterStore:
         self._connect_task = None
         if pipeline is not None:
             pipeline.close()
-        if self._async_cluster is not None:
-            client = self._async_cluster
-            self._async_cluster = None
-            try:
-                await client.aclose()
-            except redis.RedisError:
-                pass
+        router = self._router
+        self._router = None
+        if router is not None:
+            router.close()
         self.close()

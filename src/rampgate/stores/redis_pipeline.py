@@ -18,7 +18,7 @@ import logging
 import ssl
 from collections import deque
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from rampgate.errors import ConfigurationError, StoreError, StoreTimeout
 
@@ -305,3 +305,127 @@ class RedisPipeline:
             transport.abort()
         elif self._protocol is not None and self._protocol.lost is None:
             self._protocol.connection_lost(None)
+
+
+CLUSTER_SLOTS = 16384
+
+
+class ClusterRouter:
+    """One :class:`RedisPipeline` per cluster primary, and the slot map that routes each key to one.
+
+    The slot map comes from ``CLUSTER SLOTS`` and is read again after a
+    connection to a node fails; a ``MOVED`` reply updates one slot at once.
+    Calls to one node in one tick share one write, as on a single server.
+    """
+
+    def __init__(
+        self,
+        nodes: list[tuple[str, int]],
+        *,
+        username: str | None,
+        password: str | None,
+        use_tls: bool,
+        timeout_seconds: float,
+    ) -> None:
+        self.startup_nodes = list(nodes)
+        self.username = username
+        self.password = password
+        self.use_tls = use_tls
+        self.timeout_seconds = timeout_seconds
+        self.loop = asyncio.get_running_loop()
+        self._slots: list[tuple[str, int] | None] = [None] * CLUSTER_SLOTS
+        self._pipelines: dict[tuple[str, int], RedisPipeline] = {}
+        self._connecting: dict[tuple[str, int], asyncio.Task[RedisPipeline]] = {}
+        self._refreshing: asyncio.Task[None] | None = None
+        self.needs_refresh = True
+
+    def _address(self, node: tuple[str, int]) -> ServerAddress:
+        scheme = "rediss" if self.use_tls else "redis"
+        login = ""
+        if self.password is not None:
+            login = f"{quote(self.username or '', safe='')}:{quote(self.password, safe='')}@"
+        return ServerAddress(f"{scheme}://{login}{node[0]}:{node[1]}/0")
+
+    async def pipeline(self, node: tuple[str, int]) -> RedisPipeline:
+        """Return the connected pipeline of ``node``, connecting once for all waiting calls."""
+        pipeline = self._pipelines.get(node)
+        if pipeline is not None and pipeline.is_connected:
+            return pipeline
+
+        task = self._connecting.get(node)
+        if task is None or task.done():
+            task = self.loop.create_task(self._connect(node))
+            self._connecting[node] = task
+        try:
+            return await asyncio.shield(task)
+        except StoreError:
+            self.needs_refresh = True
+            raise
+
+    async def _connect(self, node: tuple[str, int]) -> RedisPipeline:
+        old = self._pipelines.pop(node, None)
+        if old is not None:
+            old.close()
+        pipeline = RedisPipeline(self._address(node), self.timeout_seconds)
+        await pipeline.connect()
+        self._pipelines[node] = pipeline
+        return pipeline
+
+    async def pipeline_for_slot(self, slot: int) -> RedisPipeline:
+        """Return the pipeline of the primary that serves ``slot``."""
+        if self.needs_refresh:
+            await self.refresh()
+        node = self._slots[slot]
+        if node is None:
+            raise StoreError(f"no Redis Cluster node serves slot {slot}; check CLUSTER SLOTS on the cluster")
+        return await self.pipeline(node)
+
+    async def refresh(self) -> None:
+        """Read the slot map from the first node that answers; one refresh at a time."""
+        task = self._refreshing
+        if task is None or task.done():
+            task = self._refreshing = self.loop.create_task(self._read_slots())
+        await asyncio.shield(task)
+
+    async def _read_slots(self) -> None:
+        known = [node for node in dict.fromkeys(self._slots) if node is not None]
+        errors = []
+        for node in [*known, *self.startup_nodes]:
+            try:
+                pipeline = await self.pipeline(node)
+                reply = await pipeline.call(pack_command("CLUSTER", "SLOTS"))
+            except StoreError as error:
+                errors.append(str(error))
+                continue
+            if isinstance(reply, RespError) or not isinstance(reply, list):
+                errors.append(f"{node[0]}:{node[1]} answered CLUSTER SLOTS with {reply!r}")
+                continue
+
+            slots: list[tuple[str, int] | None] = [None] * CLUSTER_SLOTS
+            for first, last, primary, *_replicas in reply:
+                host = primary[0].decode() if primary[0] else node[0]
+                owner = (host, int(primary[1]))
+                slots[first : last + 1] = [owner] * (last - first + 1)
+            self._slots = slots
+            self.needs_refresh = False
+            return
+        raise StoreError("no Redis Cluster node answered CLUSTER SLOTS: " + "; ".join(errors[-3:]))
+
+    def moved(self, slot: int, node: tuple[str, int]) -> None:
+        """Record a ``MOVED`` redirection and read the whole map again before the next call."""
+        self._slots[slot] = node
+        self.needs_refresh = True
+
+    def close(self) -> None:
+        for pipeline in self._pipelines.values():
+            pipeline.close()
+        self._pipelines.clear()
+
+
+def parse_redirection(message: str) -> tuple[str, int, tuple[str, int]] | None:
+    """Split ``MOVED 3999 127.0.0.1:6381`` or ``ASK …`` into (kind, slot, node); None for other errors."""
+    parts = message.split()
+    if len(parts) != 3 or parts[0] not in ("MOVED", "ASK"):
+        return None
+    host, _, port = parts[2].rpartition(":")
+    return parts[0], int(parts[1]), (host.strip("[]"), int(port))
