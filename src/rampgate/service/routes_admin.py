@@ -162,6 +162,7 @@ def delete_limit(
         raise NotFound(f"policy {config_id} not found; GET /v1/limits lists the policies")
     catalog.delete_policy(matches[0], changed_by=principal.name, via=principal.via)
     _refresh(request)
+    logger.info("policy.deleted", extra={"policy": matches[0].name, "changed_by": principal.name, "via": principal.via})
     return Response(status_code=204)
 
 
@@ -200,6 +201,7 @@ def delete_trust(
 ) -> Response:
     catalog_of(request).delete_trust(actor_type, actor_id, changed_by=principal.name, via=principal.via)
     _refresh(request)
+    logger.info("trust.deleted", extra={"actor_type": actor_type, "changed_by": principal.name, "via": principal.via})
     return Response(status_code=204)
 
 
