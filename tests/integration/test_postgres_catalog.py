@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import httpx
 import psycopg
 import pytest
 
@@ -17,6 +19,7 @@ from rampgate.catalog.repository import Catalog
 from rampgate.catalog.watcher import CatalogWatcher
 from rampgate.core.bucketing import assign_bucket
 from gate_workers import watch_decisions
+from e2e.server import start_server
 from servers import PostgresServer, private_postgres, wait_until  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
@@ -190,3 +193,66 @@ def test_catalog_revision_is_head(migrated_url: str) -> None:
         assert current_revision(engine) == head_revision()
     finally:
         engine.dispose()
+
+
+SERVICE_TOKEN = "service-token-for-catalog-e2e"
+
+
+@pytest.mark.e2e
+def test_sql_changes_reach_serve_workers(migrated_url: str, redis_prefix: str, tmp_path: Path) -> None:
+    actor_id = cohort_actor(1)
+    env = {
+        "RAMPGATE_DATABASE_URL": migrated_url,
+        "RAMPGATE_COUNTER_STORE": "redis",
+        "RAMPGATE_REDIS_URL": os.environ.get("RAMPGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "RAMPGATE_REDIS_PREFIX": redis_prefix,
+        "RAMPGATE_SERVICE_TOKEN": SERVICE_TOKEN,
+        "RAMPGATE_AUDIT_SPILL_PATH": str(tmp_path / "spill"),
+        "RAMPGATE_CONFIG": str(tmp_path / "absent.toml"),
+    }
+    steps = [
+        ("enable at 1 %", ENABLE_AT_1, ("enforce", 5, "B")),
+        ("raise the tier-B limit", RAISE_LIMIT, ("enforce", 10, "B")),
+        ("trust the actor", TRUST_TIER_A.format(actor_id=actor_id), ("enforce", 20, "A")),
+        ("disable", DISABLE, ("shadow", 20, "A")),
+    ]
+    delays = {}
+    with start_server(env, workers=2) as server:
+        assert check(server.url, actor_id) == ("shadow", 5, "B")
+        for name, statement, expected in steps:
+            issued = time.monotonic()
+            psql(migrated_url, statement)
+            seen = poll_decisions(server.url, actor_id, seconds=2.0)
+            stale = [at for at, state in seen if state != expected]
+            # The delay is until the last answer that still showed the old state.
+            delays[name] = (max(stale) - issued) if stale else 0.0
+            assert [state for _, state in seen[-10:]] == [expected] * 10, name
+
+    for name, delay in delays.items():
+        print(f"rampgate serve --workers 2, {name}: last old answer {delay * 1000:.0f} ms after psql started")
+    assert max(delays.values()) < 1.0
+
+
+# No keep-alive: a new connection per request lets the kernel spread requests over both workers.
+CLIENT = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0), timeout=5)
+
+
+def check(url: str, actor_id: str) -> tuple[str, int, str]:
+    response = CLIENT.post(
+        url + "/v1/check",
+        json={"actor_type": "user", "actor_id": actor_id, "action": "media_upload"},
+        headers={"Authorization": f"Bearer {SERVICE_TOKEN}"},
+    )
+    response.raise_for_status()
+    body = response.json()
+    return body["mode"], body["limit"], body["tier"]
+
+
+def poll_decisions(url: str, actor_id: str, seconds: float) -> list[tuple[float, tuple[str, int, str]]]:
+    """Ask for decisions for ``seconds``; return (time the answer arrived, (mode, limit, tier)) pairs."""
+    seen = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        state = check(url, actor_id)
+        seen.append((time.monotonic(), state))
+    return seen
