@@ -197,11 +197,14 @@ def _scenario(
     return measure(batches, rounds=rounds, warmup=1)
 
 
-def run(quick: bool) -> dict[str, Any]:
-    """Measure every contender at one actor and at 10,000 actors; return the result dict."""
+def run(quick: bool, *, tiny: bool = False) -> dict[str, Any]:
+    """Measure every contender at one actor and at 10,000 actors; return the result dict.
+
+    ``tiny`` runs one short round, for tests of the benchmark itself.
+    """
     result = new_result(NAME, TITLE)
-    rounds = 5 if quick else 15
-    operations = 10_000 if quick else 100_000
+    rounds = 1 if tiny else 5 if quick else 15
+    operations = 500 if tiny else 10_000 if quick else 100_000
 
     with tempfile.TemporaryDirectory(prefix="rampgate-bench-") as directory:
         rampgate_audit = RampgateContender(Path(directory), "audit-100", 100, audit=True)

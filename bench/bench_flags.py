@@ -212,12 +212,16 @@ def _bare_hash_batch(keys: list[str], counts: dict[str, int], name: str) -> Call
     return batch
 
 
-def run(quick: bool) -> dict[str, Any]:
-    """Measure every contender on 10,000 actors; return the result dict."""
+def run(quick: bool, *, tiny: bool = False) -> dict[str, Any]:
+    """Measure every contender on 10,000 actors; return the result dict.
+
+    ``tiny`` runs one round on 200 actors, for tests of the benchmark itself.
+    """
     result = new_result(NAME, TITLE)
-    rounds = 7 if quick else 15
-    repeats = 1 if quick else 5
-    actor_ids = [f"u-{number}" for number in range(ACTORS)] * repeats
+    rounds = 1 if tiny else 7 if quick else 15
+    repeats = 1 if quick or tiny else 5
+    actors = 200 if tiny else ACTORS
+    actor_ids = [f"u-{number}" for number in range(actors)] * repeats
     keys = [f"{FLAG}:{actor_id}" for actor_id in actor_ids]
 
     counts: dict[str, int] = {}
@@ -245,20 +249,20 @@ def run(quick: bool) -> dict[str, Any]:
                 "bare mmh3.hash": _bare_hash_batch(keys, counts, "bare mmh3.hash"),
             }
             stats = measure(contenders, rounds=rounds, warmup=1)
-            agreement = _agreement(rampgate_core(), unleash_evaluate)
+            agreement = _agreement(rampgate_core(), unleash_evaluate, actors)
         finally:
             for close in closers:
                 close()
 
-    _report(result, stats, counts, len(actor_ids), agreement, guard.attempts)
+    _report(result, stats, counts, actors, len(actor_ids), agreement, guard.attempts)
     result["notes"].append(
-        f"Each round evaluates {len(actor_ids):,} times per contender ({ACTORS:,} actors); {rounds} rounds after "
+        f"Each round evaluates {len(actor_ids):,} times per contender ({actors:,} actors); {rounds} rounds after "
         "one warm-up round, timed in CPU time. 'in rollout' counts the evaluations that returned true in the "
         "last round. The bare hash runs on prebuilt 'group:actor' strings with the same percentage test, so it "
         "is the floor of any cohort check."
     )
     result["notes"].append(
-        f"rampgate and Unleash agree on {agreement:.2%} of the {ACTORS:,} actors: both take MurmurHash3 of "
+        f"rampgate and Unleash agree on {agreement:.2%} of the {actors:,} actors: both take MurmurHash3 of "
         "'group:actor' % 100 + 1. GrowthBook hashes with FNV-1a, so it picks another half. OpenFeature's "
         "in-memory provider has no rollout rule; its context evaluator calls rampgate's is_in_cohort, so its row "
         "is the SDK's overhead on top of the same hash."
@@ -269,15 +273,16 @@ def run(quick: bool) -> dict[str, Any]:
     return result
 
 
-def _agreement(first: Callable[[str], bool], second: Callable[[str], bool]) -> float:
-    same = sum(first(f"u-{number}") == second(f"u-{number}") for number in range(ACTORS))
-    return same / ACTORS
+def _agreement(first: Callable[[str], bool], second: Callable[[str], bool], actors: int) -> float:
+    same = sum(first(f"u-{number}") == second(f"u-{number}") for number in range(actors))
+    return same / actors
 
 
 def _report(
     result: dict[str, Any],
     stats: dict[str, Stats],
     counts: dict[str, int],
+    actors: int,
     evaluations: int,
     agreement: float,
     attempts: list[str],
@@ -295,7 +300,7 @@ def _report(
         ])
     add_table(
         result,
-        f"{ACTORS:,} actors, flag at {PERCENTAGE} %",
+        f"{actors:,} actors, flag at {PERCENTAGE} %",
         ["contender", "evaluations/s (median)", "spread", "per evaluation", "rampgate is_in_cohort is", "in rollout"],
         rows,
     )

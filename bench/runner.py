@@ -59,25 +59,30 @@ cpu_time = time.process_time
 wall_time = time.perf_counter
 
 
-def measure(contenders: dict[str, Batch], rounds: int, warmup: int = 1) -> dict[str, Stats]:
+def measure(
+    contenders: dict[str, Batch], rounds: int, warmup: int = 1, collect_garbage: bool = True
+) -> dict[str, Stats]:
     """Run every contender's batch ``warmup`` times untimed, then ``rounds`` times, interleaved.
 
     The order rotates every round, so no contender always runs right after
     the same neighbour (a neighbour's garbage or cache state would then bias
-    it). ``gc.collect()`` runs before every batch, outside the timing, so one
-    contender's garbage is not collected on another's time.
+    it). With ``collect_garbage``, ``gc.collect()`` runs before every batch,
+    outside the timing, so one contender's garbage is not collected on
+    another's time.
     """
     names = list(contenders)
     for _ in range(warmup):
         for name in names:
-            gc.collect()
+            if collect_garbage:
+                gc.collect()
             contenders[name]()
 
     stats = {name: Stats() for name in names}
     for round_number in range(rounds):
         shift = round_number % len(names)
         for name in names[shift:] + names[:shift]:
-            gc.collect()
+            if collect_garbage:
+                gc.collect()
             operations, seconds = contenders[name]()
             stats[name].rounds.append(operations / seconds if seconds > 0 else 0.0)
     return stats
