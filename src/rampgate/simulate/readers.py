@@ -88,11 +88,13 @@ class ClfMinutes:
     request, so a parser looks the minute up here and adds the seconds.
     """
 
-    __slots__ = ("_starts",)
+    __slots__ = ("_midnights", "_starts")
 
     def __init__(self) -> None:
         # minute text -> (UTC offset text, Unix time of the minute's start)
         self._starts: dict[str, tuple[str, float]] = {}
+        # (day text, UTC offset text) -> Unix time of that midnight
+        self._midnights: dict[tuple[str, str], float] = {}
 
     def start(self, minute: str, offset: str) -> float:
         """Return the Unix time at which ``minute`` begins; raise ValueError for an invalid date."""
@@ -102,9 +104,14 @@ class ClfMinutes:
         hours, minutes = int(minute[12:14]), int(minute[15:17])
         if hours > 23 or minutes > 59:
             raise ValueError(f"time of day out of range: {minute!r}")
-        start = _clf_midnight(minute[:11], offset) + hours * 3600 + minutes * 60
+        day = (minute[:11], offset)
+        midnight = self._midnights.get(day)
+        if midnight is None:
+            midnight = self._midnights[day] = _clf_midnight(*day)
+        start = midnight + hours * 3600 + minutes * 60
         if len(self._starts) >= _CACHE_LIMIT:
             self._starts.clear()
+            self._midnights.clear()
         self._starts[minute] = (offset, start)
         return start
 
