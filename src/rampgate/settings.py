@@ -7,7 +7,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from rampgate.errors import ConfigurationError
 
@@ -50,7 +55,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _one_jwt_key(self) -> "Settings":
+    def _one_jwt_key(self) -> Settings:
         if self.jwt_secret and self.jwt_public_key:
             raise ValueError(
                 "set RAMPGATE_JWT_SECRET (HS256) or RAMPGATE_JWT_PUBLIC_KEY (RS256), not both"

@@ -14,7 +14,7 @@ import click
 import typer
 
 from rampgate.cli.output import stderr
-from rampgate.errors import InvalidInput, NotFound, RampgateError
+from rampgate.errors import InvalidInput, RampgateError
 from rampgate.logs import configure_logging
 
 app = typer.Typer(
@@ -59,29 +59,58 @@ def _load_commands() -> None:
                 raise
 
 
+def _click_classes(name: str) -> tuple[type[BaseException], ...]:
+    """Return click's exception class ``name`` and Typer's copy of it.
+
+    Typer 0.29 and later carry their own copy of click, whose exceptions are
+    not click's classes; older Typer raises click's own.
+    """
+    classes = {getattr(click.exceptions, name)}
+    classes.update(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == name)
+    return tuple(classes)
+
+
+_EXIT: tuple[type[BaseException], ...] = (typer.Exit, *_click_classes("Exit"))
+_ABORT: tuple[type[BaseException], ...] = (typer.Abort, *_click_classes("Abort"))
+_USAGE_ERROR = _click_classes("UsageError")
+_CLICK_ERROR = _click_classes("ClickException")
+
+
 def main() -> None:
     """Run the CLI and map exceptions to the documented exit statuses."""
     _load_commands()
     try:
         code = app(standalone_mode=False)
-        if isinstance(code, int) and code:
-            sys.exit(code)
-    except click.exceptions.Exit as done:
-        sys.exit(done.exit_code)
-    except click.exceptions.Abort:
-        stderr.print("aborted")
+    except _EXIT as done:
+        sys.exit(getattr(done, "exit_code", 0))
+    except _ABORT:
+        stderr.print("aborted", markup=False, highlight=False)
         sys.exit(1)
-    except click.ClickException as error:
-        error.show()
-        sys.exit(2 if isinstance(error, click.UsageError) else 1)
+    except _USAGE_ERROR as error:
+        if error.__class__.__name__ == "NoArgsIsHelpError":
+            error.show()  # type: ignore[attr-defined]
+        else:
+            stderr.print(f"error: {_usage_message(error)}", markup=False, highlight=False)
+        sys.exit(2)
+    except _CLICK_ERROR as error:
+        stderr.print(f"error: {error.format_message()}", markup=False, highlight=False)  # type: ignore[attr-defined]
+        sys.exit(getattr(error, "exit_code", 1))
     except InvalidInput as error:
         stderr.print(f"error: {error}", markup=False, highlight=False)
         sys.exit(2)
-    except NotFound as error:
-        stderr.print(f"error: {error}", markup=False, highlight=False)
-        sys.exit(1)
     except RampgateError as error:
         stderr.print(f"error: {error}", markup=False, highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _usage_message(error: BaseException) -> str:
+    """One line: click's message and where the command's options are listed."""
+    message = " ".join(error.format_message().split())  # type: ignore[attr-defined]
+    context = getattr(error, "ctx", None)
+    if context is None:
+        return message
+    return f"{message} (see `{context.command_path} --help`)"

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from rampgate.catalog.database import create_catalog_engine, migrate
 from rampgate.catalog.repository import flag_to_dict, policy_to_dict, trust_to_dict
 from rampgate.cli.app import app
-from rampgate.cli.output import masked_url, open_catalog, operator_name, print_json, stderr, stdout
+from rampgate.cli.output import (
+    cell,
+    masked_url,
+    open_catalog,
+    operator_name,
+    parse_int,
+    print_json,
+    stderr,
+    stdout,
+)
 from rampgate.core.durations import parse_duration
 from rampgate.core.flags import Flag
 from rampgate.core.names import check_action, check_level, check_percentage, check_tier, parse_actor
-from rampgate.core.policies import ALGORITHMS, Policy
+from rampgate.core.policies import ALGORITHMS, Policy, check_policy
 from rampgate.errors import InvalidInput
 from rampgate.settings import load_settings
 
@@ -48,20 +58,20 @@ def migrate_command(as_json: bool = JSON_OPTION) -> None:
 
 
 def _print_flag(flag: Flag) -> None:
-    state = "[green]enabled[/]" if flag.enabled else "[red]disabled[/]"
-    stdout.print(f"[bold]{flag.name}[/]: {state}, {flag.percentage} %")
+    state = Text("enabled", style="green") if flag.enabled else Text("disabled", style="red")
+    stdout.print(Text.assemble((flag.name, "bold"), ": ", state, f", {flag.percentage} %"))
     if flag.actions is not None:
-        stdout.print("  actions: " + ", ".join(flag.actions))
+        stdout.print("  actions: " + ", ".join(flag.actions), markup=False)
     for action, percentage in sorted(flag.action_percentages.items()):
-        stdout.print(f"  {action}: {percentage} %")
+        stdout.print(f"  {action}: {percentage} %", markup=False)
     if flag.config.get("group"):
-        stdout.print(f"  bucketing group: {flag.config['group']}")
+        stdout.print(f"  bucketing group: {flag.config['group']}", markup=False)
     if not flag.shadow:
         stdout.print("  shadow evaluation: off")
 
 
 @flag_app.command("show")
-def flag_show(name: Optional[str] = typer.Argument(None, help="Flag name; all flags when omitted."), as_json: bool = JSON_OPTION) -> None:
+def flag_show(name: str | None = typer.Argument(None, help="Flag name; all flags when omitted."), as_json: bool = JSON_OPTION) -> None:
     """Show one flag, or every flag."""
     catalog = open_catalog()
     flags = [catalog.get_flag(name)] if name else catalog.list_flags()
@@ -90,23 +100,27 @@ def _parse_action_percentages(items: list[str]) -> dict[str, int]:
 @flag_app.command("set")
 def flag_set(
     name: str = typer.Argument(..., help="Flag name, for example rate_limit_enforcement."),
-    enabled: Optional[bool] = typer.Option(None, "--enabled/--disabled", help="Turn the flag on or off."),
-    percentage: Optional[int] = typer.Option(None, "--percentage", help="Share of actors enforced, 0 to 100."),
-    action_percentage: list[str] = typer.Option(
-        [], "--action-percentage", help="Per-action percentage as ACTION=P; repeat for several actions."
-    ),
+    enabled: bool | None = typer.Option(None, "--enabled/--disabled", help="Turn the flag on or off."),
+    percentage: str | None = typer.Option(None, "--percentage", help="Share of actors enforced, 0 to 100."),
+    action_percentage: Annotated[
+        list[str] | None,
+        typer.Option("--action-percentage", help="Per-action percentage as ACTION=P; repeat for several actions."),
+    ] = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Change a flag's state, percentage or per-action percentages."""
+    percentage_value = None
     if percentage is not None:
-        check_percentage(percentage, "--percentage")
-    overrides = _parse_action_percentages(action_percentage)
-    if enabled is None and percentage is None and not overrides:
+        percentage_value = check_percentage(
+            parse_int(percentage, "--percentage", "an integer from 0 to 100"), "--percentage"
+        )
+    overrides = _parse_action_percentages(action_percentage or [])
+    if enabled is None and percentage_value is None and not overrides:
         raise InvalidInput("options", "none", "at least one of --enabled/--disabled, --percentage, --action-percentage")
 
     catalog = open_catalog()
     flag = catalog.set_flag(
-        name, enabled=enabled, percentage=percentage, action_percentages=overrides or None,
+        name, enabled=enabled, percentage=percentage_value, action_percentages=overrides or None,
         changed_by=operator_name(), via="cli",
     )
     if as_json:
@@ -137,8 +151,8 @@ def flag_rollback(name: str = typer.Argument(..., help="Flag name."), as_json: b
 
 @limits_app.command("list")
 def limits_list(
-    action: Optional[str] = typer.Option(None, "--action", help="Only this action."),
-    tier: Optional[str] = typer.Option(None, "--tier", help="Only this tier, A to D."),
+    action: str | None = typer.Option(None, "--action", help="Only this action."),
+    tier: str | None = typer.Option(None, "--tier", help="Only this tier, A to D."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List the policies, most specific scope last."""
@@ -154,23 +168,16 @@ def limits_list(
     table = Table("policy", "algorithm", "limit", "window s", "burst", "cost", "fail mode", "enabled")
     for policy in policies:
         table.add_row(
-            policy.name,
-            policy.algorithm,
-            str(policy.limit_value),
-            str(policy.window_seconds),
-            "-" if policy.burst is None else str(policy.burst),
-            str(policy.cost_per_action),
-            policy.fail_mode,
-            "yes" if policy.enabled else "no",
+            cell(policy.name),
+            cell(policy.algorithm),
+            cell(policy.limit_value),
+            cell(policy.window_seconds),
+            cell(policy.burst),
+            cell(policy.cost_per_action),
+            cell(policy.fail_mode),
+            cell("yes" if policy.enabled else "no"),
         )
     stdout.print(table)
-
-
-def _parse_int(value: str, field: str, allowed: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise InvalidInput(field, value, allowed) from None
 
 
 @limits_app.command("set")
@@ -178,13 +185,13 @@ def limits_set(
     action: str = typer.Option(..., "--action", help="Action name, for example media_upload."),
     limit: str = typer.Option(..., "--limit", help="Units allowed per window, 1 or more."),
     window: str = typer.Option(..., "--window", help="Window in seconds, or a duration such as 60s, 1m, 1h."),
-    tier: Optional[str] = typer.Option(None, "--tier", help="Set the policy of this tier, A to D."),
-    actor: Optional[str] = typer.Option(None, "--actor", help="Set an override for one actor, TYPE:ID."),
+    tier: str | None = typer.Option(None, "--tier", help="Set the policy of this tier, A to D."),
+    actor: str | None = typer.Option(None, "--actor", help="Set an override for one actor, TYPE:ID."),
     is_global: bool = typer.Option(False, "--global", help="Set the global policy of the action."),
-    burst: Optional[str] = typer.Option(None, "--burst", help="Bucket size of token_bucket and gcra, 1 or more."),
+    burst: str | None = typer.Option(None, "--burst", help="Bucket size of token_bucket and gcra, 1 or more."),
     algorithm: str = typer.Option("token_bucket", "--algorithm", help="One of " + ", ".join(ALGORITHMS) + "."),
     fail_mode: str = typer.Option("open", "--fail-mode", help="open: allow when the store fails; closed: block."),
-    cost_per_action: int = typer.Option(1, "--cost-per-action", help="Units one request of cost 1 uses."),
+    cost_per_action: str = typer.Option("1", "--cost-per-action", help="Units one request of cost 1 uses."),
     disabled: bool = typer.Option(False, "--disabled", help="Store the policy but skip it when deciding."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -194,11 +201,11 @@ def limits_set(
         raise InvalidInput("scope", " ".join(scopes) or "none", "exactly one of --tier T, --actor TYPE:ID, --global")
 
     check_action(action, "--action")
-    limit_value = _parse_int(limit, "--limit", "an integer of 1 or more")
+    limit_value = parse_int(limit, "--limit", "an integer of 1 or more")
     seconds = parse_duration(window if not window.isdigit() else int(window), "--window")
     if seconds != int(seconds) or seconds < 1:
         raise InvalidInput("--window", window, "whole seconds, 1 or more")
-    burst_value = None if burst is None else _parse_int(burst, "--burst", "an integer of 1 or more")
+    burst_value = None if burst is None else parse_int(burst, "--burst", "an integer of 1 or more")
 
     actor_type = actor_id = None
     scope = "global"
@@ -212,13 +219,43 @@ def limits_set(
     policy = Policy(
         scope=scope, tier=tier, actor_type=actor_type, actor_id=actor_id, action=action,
         limit_value=limit_value, window_seconds=int(seconds), burst=burst_value, algorithm=algorithm,
-        fail_mode=fail_mode, cost_per_action=cost_per_action, enabled=not disabled,
+        fail_mode=fail_mode, enabled=not disabled,
+        cost_per_action=parse_int(cost_per_action, "--cost-per-action", "an integer from 1 to 1000000"),
     )
+    _check_policy_options(policy)
     stored = open_catalog().set_policy(policy, changed_by=operator_name(), via="cli")
     if as_json:
         print_json(policy_to_dict(stored))
     else:
-        stdout.print(f"{stored.name}: {stored.limit_value} per {stored.window_seconds} s ({stored.algorithm})")
+        stdout.print(
+            f"{stored.name}: {stored.limit_value} per {stored.window_seconds} s ({stored.algorithm})", markup=False
+        )
+
+
+# The options of `limits set` that carry each field of a policy.
+POLICY_OPTIONS = {
+    "action": "--action",
+    "tier": "--tier",
+    "actor_type": "--actor type",
+    "actor_id": "--actor id",
+    "algorithm": "--algorithm",
+    "limit": "--limit",
+    "window": "--window",
+    "burst": "--burst",
+    "cost_per_action": "--cost-per-action",
+    "fail_mode": "--fail-mode",
+}
+
+
+def _check_policy_options(policy: Policy) -> None:
+    """Validate ``policy`` before the catalog is opened; errors name the command's options."""
+    try:
+        check_policy(policy)
+    except InvalidInput as error:
+        option = POLICY_OPTIONS.get(error.field)
+        if option is None:
+            raise
+        raise InvalidInput(option, error.value, error.allowed) from None
 
 
 # -- trust ------------------------------------------------------------------
@@ -228,8 +265,8 @@ def limits_set(
 def trust_set(
     actor: str = typer.Option(..., "--actor", help="The actor, TYPE:ID, for example user:u-42."),
     tier: str = typer.Option(..., "--tier", help="Trust tier: A (trusted) to D (restricted)."),
-    level: Optional[str] = typer.Option(None, "--level", help="Enforcement level E0 to E5; E5 blocks every governed action."),
-    score: Optional[float] = typer.Option(None, "--score", help="Trust score, 0 to 100."),
+    level: str | None = typer.Option(None, "--level", help="Enforcement level E0 to E5; E5 blocks every governed action."),
+    score: str | None = typer.Option(None, "--score", help="Trust score, 0 to 100."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Set an actor's trust tier and, optionally, enforcement level."""
@@ -237,12 +274,20 @@ def trust_set(
     check_tier(tier, "--tier")
     if level is not None:
         check_level(level, "--level")
-    if score is not None and not 0 <= score <= 100:
-        raise InvalidInput("--score", score, "a number from 0 to 100")
+    score_value = None
+    if score is not None:
+        try:
+            score_value = float(score)
+        except ValueError:
+            score_value = None
+        if score_value is None or not 0 <= score_value <= 100:
+            raise InvalidInput("--score", score, "a number from 0 to 100")
     profile = open_catalog().set_trust(
-        actor_type, actor_id, tier=tier, level=level, trust_score=score, changed_by=operator_name(), via="cli"
+        actor_type, actor_id, tier=tier, level=level, trust_score=score_value, changed_by=operator_name(), via="cli"
     )
     if as_json:
         print_json(trust_to_dict(profile))
     else:
-        stdout.print(f"{actor_type}:{actor_id}: tier {profile.risk_tier}, level {profile.enforcement_level}")
+        stdout.print(
+            f"{actor_type}:{actor_id}: tier {profile.risk_tier}, level {profile.enforcement_level}", markup=False
+        )

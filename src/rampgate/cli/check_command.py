@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from rampgate.cli.app import app
 from rampgate.cli.catalog_commands import JSON_OPTION
-from rampgate.cli.output import print_json, stdout
+from rampgate.cli.output import cell, parse_int, print_json, stdout
 from rampgate.core.messages import SUPPORTED_LANGUAGES
 from rampgate.core.names import check_action, check_cost, parse_actor
 from rampgate.errors import InvalidInput
@@ -18,8 +19,8 @@ from rampgate.gate import Gate
 def check_command(
     actor: str = typer.Option(..., "--actor", help="The actor, TYPE:ID, for example user:u-42."),
     action: str = typer.Option(..., "--action", help="The action, for example media_upload."),
-    cost: int = typer.Option(1, "--cost", help="Units of this request, 1 or more."),
-    count: int = typer.Option(None, "--count", help="Send the same request N times in quick succession."),
+    cost: str = typer.Option("1", "--cost", help="Units of this request, 1 or more."),
+    count: str | None = typer.Option(None, "--count", help="Send the same request N times in quick succession."),
     language: str = typer.Option("en", "--lang", help="Language of the end-user message: en or ru."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -31,30 +32,31 @@ def check_command(
     """
     actor_type, actor_id = parse_actor(actor, "--actor")
     check_action(action, "--action")
-    check_cost(cost, "--cost")
-    if count is not None and not 1 <= count <= 100_000:
+    units = check_cost(parse_int(cost, "--cost", "an integer from 1 to 1000000"), "--cost")
+    repeat = None if count is None else parse_int(count, "--count", "an integer from 1 to 100000")
+    if repeat is not None and not 1 <= repeat <= 100_000:
         raise InvalidInput("--count", count, "an integer from 1 to 100000")
     if language not in SUPPORTED_LANGUAGES:
         raise InvalidInput("--lang", language, "one of " + ", ".join(SUPPORTED_LANGUAGES))
 
     with Gate(watch=False) as gate:
-        decisions = [gate.decide(actor_type, actor_id, action, cost) for _ in range(count or 1)]
+        decisions = [gate.decide(actor_type, actor_id, action, units) for _ in range(repeat or 1)]
 
     if as_json:
         documents = [d.to_dict(language) for d in decisions]
-        print_json(documents if count is not None else documents[0])
+        print_json(documents if repeat is not None else documents[0])
         return
 
     table = Table("#", "allowed", "mode", "reason", "policy", "remaining", "retry after s", "message")
     for number, decision in enumerate(decisions, 1):
         table.add_row(
-            str(number),
-            "[green]yes[/]" if decision.allowed else "[red]no[/]",
-            decision.mode,
-            decision.reason,
-            decision.policy or "-",
-            "-" if decision.remaining is None else str(decision.remaining),
-            "-" if decision.retry_after is None else f"{decision.retry_after:g}",
-            decision.message(language) or "",
+            cell(number),
+            Text("yes", style="green") if decision.allowed else Text("no", style="red"),
+            cell(decision.mode),
+            cell(decision.reason),
+            cell(decision.policy),
+            cell(decision.remaining),
+            cell(None if decision.retry_after is None else f"{decision.retry_after:g}"),
+            cell(decision.message(language) or ""),
         )
     stdout.print(table)
