@@ -1,13 +1,13 @@
 """Start a real ``rampgate serve`` process for end-to-end tests.
 
-    from tests.e2e.server import start_server
+    from e2e.server import start_server     # pytest puts tests/ on sys.path
 
     with start_server({"RAMPGATE_DATABASE_URL": f"sqlite:///{tmp_path}/rg.db"}) as server:
         httpx.get(server.url + "/healthz")
     assert "service.stopped" in server.logs()
 
 The server listens on a free loopback port, with the current environment
-plus ``env``; :func:`start_server` returns once ``/readyz`` answers 200.
+plus ``env``; :func:`start_server` returns once ``/readyz`` returns 200.
 Its stderr (the JSON log lines) goes to a file that :meth:`Server.logs`
 reads, during the run or after it.
 """

@@ -2,7 +2,7 @@
 
 The application runs in process on a SQLite catalog and memory counters.
 Each operation gets valid and invalid inputs with the token it needs; no
-answer may be a 5xx, have a status the schema does not list, or break the
+response may be a 5xx, have a status the schema does not list, or break the
 schema of its status.
 """
 

@@ -72,9 +72,9 @@ class AppealRepository:
         """File an appeal and return it.
 
         With ``require_recent_block`` (the API's case) the actor must have
-        been blocked on ``action`` within the last 24 hours; otherwise anyone
-        holding a valid end-user token could count complaints against a
-        rollout. One actor holds at most one open appeal per action: a second
+        been blocked on ``action`` within the last 24 hours. Without that
+        rule, anyone with a valid end-user token could add complaints against
+        a rollout. One actor may have one open appeal per action, so a second
         one raises :class:`Conflict` naming the first.
         """
         check_actor_type(actor_type)
@@ -188,7 +188,7 @@ class AppealRepository:
         return self._resolve(appeal_id, UPHELD, resolved_by, note, via)
 
     def reject(self, appeal_id: int, *, resolved_by: str, note: str | None = None, via: str = "cli") -> dict[str, Any]:
-        """Reject an open appeal: the block stands."""
+        """Reject an open appeal: the block was right."""
         return self._resolve(appeal_id, REJECTED, resolved_by, note, via)
 
     def _resolve(self, appeal_id: int, status: str, resolved_by: str, note: str | None, via: str) -> dict[str, Any]:

@@ -38,7 +38,7 @@ def _print_appeal(appeal: dict[str, Any]) -> None:
 def appeal_file(
     actor: str = typer.Option(..., "--actor", help="The blocked actor, TYPE:ID, for example user:u-42."),
     action: str = typer.Option(..., "--action", help="The action that was blocked, for example media_upload."),
-    text: str = typer.Option(..., "--text", help="What the end user says, 1 to 2000 characters."),
+    text: str = typer.Option(..., "--text", help="The appeal text from the end user, 1 to 2000 characters."),
     request_id: Optional[str] = typer.Option(None, "--request-id", help="The request id of the blocked request."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -105,7 +105,7 @@ def appeal_reject(
     note: Optional[str] = typer.Option(None, "--note", help="Why, for the history."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Reject an open appeal: the block stands."""
+    """Reject an open appeal: the block was right."""
     appeal = _appeals().reject(appeal_id, resolved_by=operator_name(), note=note, via="cli")
     if as_json:
         print_json(appeal)

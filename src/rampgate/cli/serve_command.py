@@ -83,7 +83,7 @@ def serve_command(
 
 
 def check_serve_options(settings: Settings, host: str, port: int, workers: int) -> None:
-    """Raise :class:`InvalidInput` for options that would serve wrong answers or an open API."""
+    """Raise :class:`InvalidInput` for options that would give wrong decisions or an open API."""
     from rampgate.service.auth import is_admin_open, is_service_open
 
     if not 1 <= port <= 65535:

@@ -178,7 +178,7 @@ def _health_router() -> APIRouter:
 
     @router.get("/healthz", response_model=HealthBody)
     async def healthz() -> dict[str, str]:
-        """Answer while the process is up."""
+        """Return ``ok`` while the process is up."""
         return {"status": "ok"}
 
     @router.get(
@@ -187,7 +187,7 @@ def _health_router() -> APIRouter:
         responses={503: {"model": ReadinessBody, "description": "the catalog or the counter store is unreachable"}},
     )
     async def readyz(request: Request) -> JSONResponse:
-        """Answer 200 when the catalog and the counter store are reachable, 503 otherwise."""
+        """Return 200 when the catalog and the counter store are reachable, 503 otherwise."""
         gate: AsyncGate | None = request.app.state.gate
         catalog = "unreachable"
         store = "unreachable"

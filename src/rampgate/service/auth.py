@@ -3,10 +3,10 @@
 Three tokens come from the settings: ``RAMPGATE_SERVICE_TOKEN`` (decisions),
 ``RAMPGATE_ADMIN_TOKEN`` (read and change) and
 ``RAMPGATE_ADMIN_READONLY_TOKEN`` (read only). Each travels as
-``Authorization: Bearer <token>``; the operator console instead sends a
-session cookie, ``rampgate_session``, signed with a key derived from the
-admin tokens, so every worker process accepts a cookie that any of them
-issued, and rotating an admin token ends every session. A change made with
+``Authorization: Bearer <token>``. The operator console sends a session
+cookie instead, ``rampgate_session``, signed with a key derived from the
+admin tokens. Every worker process therefore accepts a cookie that any of
+them issued, and rotating an admin token ends every session. A change made with
 the cookie must carry the matching ``X-CSRF-Token`` header.
 
 Endpoints whose tokens are all unset are open, for local development;
@@ -174,8 +174,8 @@ def create_session_cookie(
     """Return ``(cookie_value, csrf_token)`` for a console session of ``role``.
 
     ``role`` is ``admin`` or ``readonly``. The cookie contains the role and its
-    expiry (Unix seconds) in clear text and an HMAC-SHA256 signature over
-    them; set it as ``rampgate_session`` with ``HttpOnly``, ``SameSite=Strict``
+    expiry (Unix seconds) in clear text, and an HMAC-SHA256 signature over
+    them. Set it as ``rampgate_session`` with ``HttpOnly``, ``SameSite=Strict``
     and ``Max-Age=seconds``. The CSRF token is derived from the cookie value
     (see :func:`csrf_token_for`), so no server-side state is kept. Pass the
     application's settings (``settings_of(request)``); without them the

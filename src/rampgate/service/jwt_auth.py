@@ -2,10 +2,11 @@
 
 The key type fixes the one algorithm accepted: ``RAMPGATE_JWT_SECRET`` means
 HS256, ``RAMPGATE_JWT_PUBLIC_KEY`` (PEM text, or a path to a PEM file) means
-RS256. A token with any other ``alg`` (``none``, HS256 signed with the
-public key, RS256 where a secret is configured) is rejected, as is one
-without ``sub`` or ``exp``, an expired one, or one whose ``aud``/``iss`` does
-not match ``RAMPGATE_JWT_AUDIENCE``/``RAMPGATE_JWT_ISSUER`` when those are set.
+RS256. A token with any other ``alg`` is rejected: ``none``, HS256 signed
+with the public key, or RS256 where a secret is configured. So is a token
+without ``sub`` or ``exp``, an expired one, and, when
+``RAMPGATE_JWT_AUDIENCE`` or ``RAMPGATE_JWT_ISSUER`` is set, one whose
+``aud`` or ``iss`` differs.
 """
 
 from __future__ import annotations

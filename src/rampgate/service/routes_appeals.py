@@ -67,6 +67,6 @@ def uphold_appeal(
 def reject_appeal(
     appeal_id: AppealId, request: Request, body: Resolution = None, principal: Principal = Depends(require_admin_write)
 ) -> dict[str, Any]:
-    """Reject an open appeal: the block stands."""
+    """Reject an open appeal: the block was right."""
     note = body.note if body is not None else None
     return appeals_of(request).reject(appeal_id, resolved_by=principal.name, note=note, via=principal.via)

@@ -1,4 +1,4 @@
-"""What the routes share through ``app.state``: the gate, the metrics, the appeal repository."""
+"""Accessors of the objects that routes share through ``app.state``: the gate, the metrics, the appeal repository."""
 
 from __future__ import annotations
 
