@@ -108,7 +108,8 @@ def engine_batch(requests: list[tuple[float, str, str, str]], snapshot: Any) -> 
     return len(requests), elapsed
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(quick: bool, tiny: bool = False) -> dict[str, Any]:
+    """Measure the contenders; ``tiny`` (one day, one round) is for the benchmark package's smoke test."""
     from dataclasses import replace
 
     from rampgate.core.flags import ENFORCEMENT_FLAG, Flag
@@ -117,8 +118,8 @@ def run(quick: bool) -> dict[str, Any]:
     from rampgate.simulate.demo import DEMO_ACTIONS, DEMO_PLAN, DEMO_POLICIES
     from rampgate.simulate.readers import TraceReader
 
-    days = 3 if quick else 10
-    rounds = 3 if quick else 5
+    days = 1 if tiny else 3 if quick else 10
+    rounds = 1 if tiny else 3 if quick else 5
     result = new_result(NAME, TITLE)
 
     with tempfile.TemporaryDirectory(prefix="rampgate-bench-simulate-") as directory:
