@@ -60,16 +60,16 @@ def run_exactness(pool: Pool, database_url: str, store_settings: dict[str, Any],
     actor must get exactly 5 of its requests through.
     """
     prepare_catalog(database_url, algorithm, 3600)
-    one = f"one-{algorithm}"
+    single = f"one-{algorithm}"
     many = [f"many-{algorithm}-{number}" for number in range(1000)]
 
-    decisions = fire_from_processes(pool, database_url, store_settings, [one] * 200 + many * 2)
+    decisions = fire_from_processes(pool, database_url, store_settings, [single] * 200 + many * 2)
 
     assert Counter(mode for _, _, mode in decisions) == {"enforce": PROCESSES * 2200}
-    one_actor = [allowed for actor, allowed, _ in decisions if actor == one]
+    one_actor = [allowed for actor, allowed, _ in decisions if actor == single]
     assert len(one_actor) == PROCESSES * 200
     assert sum(one_actor) == 5
-    allowed_per_actor = Counter(actor for actor, allowed, _ in decisions if allowed and actor != one)
+    allowed_per_actor = Counter(actor for actor, allowed, _ in decisions if allowed and actor != single)
     assert len(allowed_per_actor) == 1000
     assert max(allowed_per_actor.values()) == 5
     assert min(allowed_per_actor.values()) == 5

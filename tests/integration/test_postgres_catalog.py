@@ -224,7 +224,7 @@ def test_sql_changes_reach_serve_workers(migrated_url: str, redis_prefix: str, t
             psql(migrated_url, statement)
             seen = poll_decisions(server.url, actor_id, seconds=2.0)
             stale = [at for at, state in seen if state != expected]
-            # The delay is until the last answer that still showed the old state.
+            # The delay lasts until the last response that still showed the old state.
             delays[name] = (max(stale) - issued) if stale else 0.0
             assert [state for _, state in seen[-10:]] == [expected] * 10, name
 
@@ -249,7 +249,7 @@ def check(url: str, actor_id: str) -> tuple[str, int, str]:
 
 
 def poll_decisions(url: str, actor_id: str, seconds: float) -> list[tuple[float, tuple[str, int, str]]]:
-    """Ask for decisions for ``seconds``; return (time the answer arrived, (mode, limit, tier)) pairs."""
+    """Request decisions for ``seconds``; return (arrival time, (mode, limit, tier)) pairs."""
     seen = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

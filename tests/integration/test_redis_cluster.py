@@ -110,11 +110,11 @@ def test_cluster_follows_ask_and_moved(redis_cluster: RedisClusterServers) -> No
         warm = await store.aconsume(counter_key("gcra", "tier:B:search", "user", "warm"), "gcra", 5, 60, 5, 1)
         clients[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[owner])
         clients[owner].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
-        # The key is not on the migrating node yet, so it answers ASK.
+        # The key is not on the migrating node yet, so that node replies ASK.
         during = await store.aconsume(key, "gcra", 5, 60, 5, 1)
         for client in clients:
             client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
-        # The old owner now answers MOVED.
+        # The old owner now replies MOVED.
         after = await store.aconsume(key, "gcra", 5, 60, 5, 1)
         await store.aclose()
         return [warm, during, after]
@@ -134,7 +134,7 @@ def test_cluster_follows_ask_and_moved(redis_cluster: RedisClusterServers) -> No
 
 
 def slot_owner(client: Any, slot: int) -> int:
-    """Return the port of the primary that serves ``slot``, as ``client``'s node sees it."""
+    """Return the port of the primary that serves ``slot``, according to ``client``'s node."""
     for first, last, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
         if first <= slot <= last:
             return int(primary[1])

@@ -7,7 +7,7 @@ decision, and rows are visible within a second in normal operation.
 
 While the database is down, rows wait in memory; once half of ``max_buffer``
 is waiting, the writer moves them to JSON-lines spill files and replays the
-files when the database answers again. Rows are dropped, counted and logged
+files when the database responds again. Rows are dropped, counted and logged
 only when both the buffer and the spill directory (``max_spill_bytes``) are
 full. ``close()`` writes everything, or spills it when the database is down,
 so the next process on the same catalog replays it.
@@ -183,7 +183,7 @@ class AuditWriter:
         # Filled by the request path, emptied by the writer.
         self._audits: deque[AuditRow] = deque()
         self._stats: deque[StatRow] = deque()
-        # Owned by whoever holds ``_flush_lock``: rows taken off the queues but not yet written.
+        # Rows taken off the queues but not yet written, used only under ``_flush_lock``.
         self._unwritten: list[tuple[Any, ...]] = []
         self._stat_totals: dict[StatKey, list[int]] = {}
 
@@ -209,7 +209,7 @@ class AuditWriter:
         return len(self._audits) + len(self._stats) + len(self._unwritten) + len(self._stat_totals)
 
     def counters(self) -> dict[str, int]:
-        """The writer's counters, for metrics and health checks."""
+        """Return the writer's counters, for metrics and health checks."""
         return {
             "queue_depth": self.queue_depth,
             "written": self.written,
@@ -274,7 +274,7 @@ class AuditWriter:
             self._cycle()
 
     def _cycle(self) -> None:
-        """One pass of the writer: write, or spill while the database is down, then replay spill files."""
+        """Run one pass of the writer: write, or spill while the database is down, then replay spill files."""
         with self._flush_lock:
             self._collect()
             if time.monotonic() < self._retry_at:
@@ -451,7 +451,7 @@ class AuditWriter:
         try:
             self.spill_directory.mkdir(parents=True, exist_ok=True)
             if _directory_bytes(self.spill_directory) >= self.max_spill_bytes:
-                raise OSError(f"spill directory {self.spill_directory} holds {self.max_spill_bytes} bytes or more")
+                raise OSError(f"spill directory {self.spill_directory} contains {self.max_spill_bytes} bytes or more")
             for start in range(0, len(lines), SPILL_FILE_ROWS):
                 self._write_spill_file(lines[start : start + SPILL_FILE_ROWS])
         except OSError as error:

@@ -114,7 +114,7 @@ class RedisCounterStore:
     exceeds it raises :class:`StoreError` or :class:`StoreTimeout`, and the
     store then fails fast for a short, growing interval (see
     :mod:`rampgate.stores.resilience`). Scripts are loaded when the store
-    opens and loaded again whenever Redis answers ``NOSCRIPT`` (after
+    opens and loaded again whenever Redis replies ``NOSCRIPT`` (after
     ``SCRIPT FLUSH`` or a restart).
 
     One store serves any number of threads and one asyncio event loop at a
@@ -185,7 +185,7 @@ class RedisCounterStore:
         try:
             self.load_scripts()
         except StoreError as error:
-            # Not fatal: decisions fail open until Redis answers, then NOSCRIPT loads the scripts.
+            # Not fatal: decisions fail open until Redis responds, then NOSCRIPT loads the scripts.
             self.breaker.record_failure(error)
 
     def load_scripts(self) -> None:
@@ -254,7 +254,7 @@ class RedisCounterStore:
     async def aconsume(
         self, key: str, algorithm: str, limit: int, window_seconds: int, capacity: int, units: int
     ) -> Outcome:
-        """The asyncio twin of :meth:`consume`.
+        """Run one algorithm transition on Redis from asyncio, as :meth:`consume` does.
 
         Calls made in the same event-loop tick share one write to Redis (one
         write per node on a cluster).

@@ -6,9 +6,9 @@ decisions cost one round trip instead of 64. Batches are pipelined too: a new
 batch goes out without waiting for the replies of the previous one.
 
 This module speaks RESP2 directly over an :class:`asyncio.Protocol` instead of
-going through redis-py's asyncio client, which spends several coroutine
-switches per reply; here a reply is parsed in ``data_received`` and resolves
-its future at once.
+going through redis-py's asyncio client, because that client spends several
+coroutine switches per reply. Here a reply is parsed in ``data_received`` and
+resolves its future at once.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ class _Protocol(asyncio.Protocol):
 
 
 class ServerAddress:
-    """Where one Redis server listens and how to log in, parsed from a ``redis://`` URL."""
+    """The address and login of one Redis server, parsed from a ``redis://`` URL."""
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
@@ -381,7 +381,7 @@ class ClusterRouter:
         return await self.pipeline(node)
 
     async def refresh(self) -> None:
-        """Read the slot map from the first node that answers; one refresh at a time."""
+        """Read the slot map from the first node that responds, one refresh at a time."""
         task = self._refreshing
         if task is None or task.done():
             task = self._refreshing = self.loop.create_task(self._read_slots())
@@ -398,7 +398,7 @@ class ClusterRouter:
                 errors.append(str(error))
                 continue
             if isinstance(reply, RespError) or not isinstance(reply, list):
-                errors.append(f"{node[0]}:{node[1]} answered CLUSTER SLOTS with {reply!r}")
+                errors.append(f"{node[0]}:{node[1]} replied {reply!r} to CLUSTER SLOTS")
                 continue
 
             slots: list[tuple[str, int] | None] = [None] * CLUSTER_SLOTS
@@ -409,7 +409,7 @@ class ClusterRouter:
             self._slots = slots
             self.needs_refresh = False
             return
-        raise StoreError("no Redis Cluster node answered CLUSTER SLOTS: " + "; ".join(errors[-3:]))
+        raise StoreError("no Redis Cluster node returned the slot map (CLUSTER SLOTS): " + "; ".join(errors[-3:]))
 
     def moved(self, slot: int, node: tuple[str, int]) -> None:
         """Record a ``MOVED`` redirection and read the whole map again before the next call."""
