@@ -46,9 +46,14 @@ Pair = tuple[str, str]  # (tier, policy name)
 class StageEvidence:
     """What the recommendation search needs from the failing stage.
 
-    ``records`` starts one counter memory before the stage, so each counter
-    enters the stage in the state the replay gave it. ``started_at`` and
-    ``judged_at`` bound the requests that count towards the gate.
+    ``records`` starts one counter memory (the longest time any policy's
+    counter takes to refill) before the stage, so counters enter the stage
+    warm. ``started_at`` and ``judged_at`` bound the requests that count
+    towards the gate.
+
+    NOTE: a candidate limit's counters start fresh at the beginning of
+    ``records``. That is exact for an actor idle then, and an approximation
+    for one that was busy across that moment.
     ``fixed_blocked`` and ``fixed_blocked_actors`` are enforced blocks that no
     limit moves (suspended actors, requests beyond capacity).
     """
