@@ -16,7 +16,10 @@ import sqlalchemy as sa
 from rampgate import AsyncGate, Gate
 from rampgate.catalog import schema
 from rampgate.catalog.database import create_catalog_engine, migrate
+from rampgate.errors import StoreError
 from rampgate.settings import load_settings
+from rampgate.stores.base import counter_key
+from rampgate.stores.postgres import PostgresCounterStore
 from servers import PostgresServer, RedisServer, private_postgres, private_redis, wait_until  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -208,3 +211,44 @@ def test_postgres_outage_loses_no_audit_rows(private_postgres: PostgresServer, t
     assert writer.spilled > 0  # type: ignore[attr-defined]
     assert writer.dropped == 0  # type: ignore[attr-defined]
     assert rows == enforced
+
+
+def test_postgres_counters_fail_fast_then_recover(private_postgres: PostgresServer) -> None:
+    url = private_postgres.create_database("counters")
+    engine = create_catalog_engine(url)
+    migrate(engine)
+    engine.dispose()
+    store = PostgresCounterStore(url, timeout_ms=BUDGET_MS * 4)
+    key = counter_key("token_bucket", "tier:B:media_upload", "user", "restart")
+    try:
+        before = store.consume(key, "token_bucket", 5, 3600, 5, 1)
+        private_postgres.stop()
+        latencies = []
+        failures = 0
+        for _ in range(50):
+            started = time.perf_counter()
+            try:
+                store.consume(key, "token_bucket", 5, 3600, 5, 1)
+            except StoreError:
+                failures += 1
+            latencies.append(time.perf_counter() - started)
+
+        private_postgres.start()
+        wait_until(lambda: consumes(store, key), 15, interval=0.1, what="the counter store working again")
+        after = store.consume(key, "token_bucket", 5, 3600, 5, 1)
+    finally:
+        store.close()
+
+    print(f"PostgreSQL counters down: max call latency {max(latencies) * 1000:.1f} ms")
+    assert before[1] == 4
+    assert failures == 50
+    assert max(latencies) < 10 * BUDGET_MS * 4 / 1000
+    assert after[1] == 2
+
+
+def consumes(store: PostgresCounterStore, key: str) -> bool:
+    try:
+        store.consume(key, "token_bucket", 5, 3600, 5, 1)
+    except StoreError:
+        return False
+    return True

@@ -170,3 +170,26 @@ def test_postgres_unknown_algorithm_is_rejected(store: PostgresCounterStore) -> 
     with pytest.raises(StoreError, match="invalid algorithm"):
         store.consume("leaky:x:{user:1}", "leaky_bucket", 5, 60, 5, 1)
     assert store.breaker.is_open is False
+
+
+def test_postgres_ping_reports_reachability(store: PostgresCounterStore) -> None:
+    store.ping()
+
+    unreachable = PostgresCounterStore("postgresql://postgres@127.0.0.1:1/none", timeout_ms=200)
+    try:
+        with pytest.raises(StoreError):
+            unreachable.ping()
+    finally:
+        unreachable.close()
+
+
+def test_postgres_aping_reports_reachability(migrated_url: str) -> None:
+    store = PostgresCounterStore(migrated_url, timeout_ms=2000)
+
+    async def aping() -> None:
+        try:
+            await store.aping()
+        finally:
+            await store.aclose()
+
+    asyncio.run(aping())

@@ -139,3 +139,19 @@ def slot_owner(client: Any, slot: int) -> int:
         if first <= slot <= last:
             return int(primary[1])
     raise AssertionError(f"no node serves slot {slot}")
+
+
+def test_cluster_ping_checks_every_primary(redis_cluster: RedisClusterServers) -> None:
+    store = RedisCounterStore(redis_cluster.url, prefix="ping:", timeout_ms=2000)
+
+    async def aping() -> int:
+        await store.aping()
+        assert store._router is not None
+        primaries = len(store._router.primaries())
+        await store.aclose()
+        return primaries
+
+    store.ping()
+    primaries = asyncio.run(aping())
+
+    assert primaries == 3

@@ -11,6 +11,7 @@ from typing import Any, Callable
 import pytest
 import redis
 
+from rampgate.errors import StoreError
 from rampgate.stores.base import counter_key
 from rampgate.stores.redis import RedisCounterStore, parse_cluster_url
 from servers import private_redis  # noqa: F401  (fixture)
@@ -231,3 +232,22 @@ def test_parse_cluster_url_reads_nodes_and_login() -> None:
 
     assert nodes == [("10.0.0.1", 7000), ("10.0.0.2", 7001)]
     assert options == {"ssl": False, "username": "app", "password": "s@cret"}
+
+
+def test_redis_ping_reports_reachability(private_redis) -> None:  # type: ignore[no-untyped-def]
+    store = RedisCounterStore(private_redis.url, timeout_ms=200)
+
+    async def aping() -> None:
+        try:
+            await store.aping()
+        finally:
+            await store.aclose()
+
+    store.ping()
+    asyncio.run(aping())
+    private_redis.kill()
+
+    with pytest.raises(StoreError):
+        store.ping()
+    with pytest.raises(StoreError):
+        asyncio.run(aping())

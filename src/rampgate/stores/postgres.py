@@ -156,6 +156,14 @@ class PostgresCounterStore:
         self.breaker.record_failure(failure)
         return failure
 
+    def ping(self) -> None:
+        """Check that PostgreSQL responds, within the time budget; raise :class:`StoreError` if not."""
+        try:
+            with self._pool.connection(timeout=self.timeout_seconds) as connection:
+                connection.execute("select 1")
+        except (PoolTimeout, psycopg.Error) as error:
+            raise self._failure(error) from error
+
     def prune(self) -> int:
         """Delete every expired counter, in batches; return how many rows were deleted."""
         deleted = 0
@@ -209,6 +217,18 @@ class PostgresCounterStore:
             self.breaker.record_success()
         assert row is not None
         return _outcome(row)
+
+    async def aping(self) -> None:
+        """Check from asyncio that PostgreSQL responds, within the time budget; raise :class:`StoreError` if not."""
+        pool = self._async_pool
+        if pool is None or self._async_loop is not asyncio.get_running_loop():
+            pool = await self._open_async_pool()
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                async with pool.connection() as connection:
+                    await connection.execute("select 1")
+        except (PoolTimeout, psycopg.Error, TimeoutError) as error:
+            raise self._failure(error) from error
 
     async def _open_async_pool(self) -> AsyncConnectionPool:
         old = self._async_pool

@@ -44,6 +44,7 @@ SCRIPT_FILES = {
 MICROSECONDS = 1_000_000.0
 MAX_REDIRECTIONS = 5
 ASKING = pack_command("ASKING")
+PING = pack_command("PING")
 
 
 class Script:
@@ -242,6 +243,13 @@ class RedisCounterStore:
             return StoreTimeout(f"Redis at {self.target} did not answer {operation} within {self.timeout_ms} ms")
         return StoreError(f"Redis at {self.target} failed {operation}: {error}")
 
+    def ping(self) -> None:
+        """Check that Redis responds, within the time budget; raise :class:`StoreError` if not."""
+        try:
+            self._client.ping()
+        except redis.RedisError as error:
+            raise self._store_error(error, "PING") from error
+
     def close(self) -> None:
         """Close the sync connections; the async connection closes with :meth:`aclose`."""
         try:
@@ -350,8 +358,8 @@ class RedisCounterStore:
         self._pipeline = pipeline
         return pipeline
 
-    async def _acall_cluster(self, key_bytes: bytes, command: bytes, algorithm: str) -> list[int]:
-        """Send one command to the primary of its key's slot, following MOVED and ASK redirections."""
+    def _cluster_router(self) -> ClusterRouter:
+        """Return the cluster router of the running event loop, creating it on first use."""
         router = self._router
         if router is None or router.loop is not asyncio.get_running_loop():
             router = self._router = ClusterRouter(
@@ -361,6 +369,11 @@ class RedisCounterStore:
                 use_tls=self._cluster_options["ssl"],
                 timeout_seconds=self.timeout_seconds,
             )
+        return router
+
+    async def _acall_cluster(self, key_bytes: bytes, command: bytes, algorithm: str) -> list[int]:
+        """Send one command to the primary of its key's slot, following MOVED and ASK redirections."""
+        router = self._cluster_router()
         slot = key_slot(key_bytes)
         try:
             for _ in range(MAX_REDIRECTIONS):
@@ -389,6 +402,22 @@ class RedisCounterStore:
             self.breaker.record_failure(error)
             raise
         raise StoreError(f"Redis Cluster at {self.target} redirected slot {slot} more than {MAX_REDIRECTIONS} times")
+
+    async def aping(self) -> None:
+        """Check from asyncio that Redis (every primary of a cluster) responds; raise :class:`StoreError` if not."""
+        if self.is_cluster:
+            router = self._cluster_router()
+            await router.refresh()
+            pipelines = [await router.pipeline(node) for node in router.primaries()]
+        else:
+            pipeline = self._pipeline
+            if pipeline is None or pipeline.loop is not asyncio.get_running_loop() or not pipeline.is_connected:
+                pipeline = await self._apipeline()
+            pipelines = [pipeline]
+        for pipeline in pipelines:
+            reply = await pipeline.call(PING)
+            if reply != "PONG":
+                raise StoreError(f"Redis at {pipeline.address.target} replied {reply!r} to PING")
 
     async def aclose(self) -> None:
         """Close the async connection of the running loop and the sync connections."""

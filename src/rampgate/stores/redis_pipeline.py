@@ -411,6 +411,10 @@ class ClusterRouter:
             return
         raise StoreError("no Redis Cluster node returned the slot map (CLUSTER SLOTS): " + "; ".join(errors[-3:]))
 
+    def primaries(self) -> list[tuple[str, int]]:
+        """Return the primaries in the current slot map."""
+        return [node for node in dict.fromkeys(self._slots) if node is not None]
+
     def moved(self, slot: int, node: tuple[str, int]) -> None:
         """Record a ``MOVED`` redirection and read the whole map again before the next call."""
         self._slots[slot] = node
