@@ -21,7 +21,7 @@ from rampgate.rollout.operations import RolloutOperations
 from rampgate.rollout.status import build_status, list_rollouts, rollout_of_flag
 from rampgate.rollout.webhook import WebhookSender
 from rampgate.service.auth import Principal, require_admin_read, require_admin_write
-from rampgate.service.schemas import ERROR_RESPONSES
+from rampgate.service.schemas import ERROR_RESPONSES, ErrorBody
 from rampgate.service.state import gate_of
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def _done(request: Request, flag: str) -> dict[str, Any]:
     return rollout_of_flag(gate_of(request).catalog, flag)
 
 
-@router.get("/v1/status")
+@router.get("/v1/status", responses={404: {"model": ErrorBody, "description": "no such flag"}})
 def get_status(
     request: Request,
     _: Reader,
