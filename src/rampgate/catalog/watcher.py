@@ -18,6 +18,7 @@ import time
 from typing import Callable
 
 import psycopg
+import sqlalchemy as sa
 
 from rampgate.catalog.repository import Catalog
 from rampgate.core.snapshot import CatalogSnapshot
@@ -115,6 +116,8 @@ class CatalogWatcher:
             try:
                 with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as connection:
                     connection.execute(f"listen {NOTIFY_CHANNEL}")
+                    if self.last_error is not None:
+                        logger.info("catalog.listen_restored", extra={"target": _describe(url)})
                     # Changes made while the connection was down were not notified.
                     self._safe_refresh()
                     backoff = 0.1
@@ -136,8 +139,15 @@ class CatalogWatcher:
                 if self.last_error is None:
                     logger.warning(
                         "catalog.listen_failed",
-                        extra={"error": str(error), "retry_in_seconds": backoff},
+                        extra={"error": str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__,
+                               "target": _describe(url), "retry_in_seconds": backoff,
+                               "hint": "catalog changes reach this process only after the connection is back"},
                     )
                 self.last_error = str(error)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+
+def _describe(url: sa.engine.URL) -> str:
+    """Return ``host:port/database`` of the catalog, never its credentials."""
+    return f"{url.host}:{url.port or 5432}/{url.database}"
