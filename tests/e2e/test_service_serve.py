@@ -152,4 +152,5 @@ def test_serve_with_controller_flag(tmp_path: Path) -> None:
         ready = httpx.get(server.url + "/readyz")
 
     assert ready.status_code == 200
+    assert '"rollout.controller_started"' in server.logs()
     assert "Traceback" not in server.logs()

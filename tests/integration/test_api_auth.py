@@ -293,6 +293,15 @@ def test_jwt_alg_none_is_401(client: TestClient) -> None:
     assert upload(client, unsigned.rsplit(".", 1)[0] + ".") == 401
 
 
+def test_jwt_hs256_without_signature_is_401(client: TestClient) -> None:
+    payload = {"sub": "alice", "exp": int(time.time()) + 300}
+    signed = handmade_token({"alg": "HS256", "typ": "JWT"}, payload, JWT_SECRET.encode())
+
+    assert upload(client, signed) == 200
+    assert upload(client, signed.rsplit(".", 1)[0] + ".") == 401
+    assert upload(client, signed.rsplit(".", 1)[0]) == 401
+
+
 def test_jwt_rs256_when_secret_configured_is_401(client: TestClient, rsa_key: rsa.RSAPrivateKey) -> None:
     assert upload(client, user_token(key=rsa_key, algorithm="RS256")) == 401
 
