@@ -35,7 +35,7 @@ def test_readme_scenario(empty_workspace: Workspace) -> None:
 
 
 def test_migrate_twice_noop(workspace: Workspace) -> None:
-    """The template was migrated once; a second migrate changes nothing."""
+    """The template was migrated once, so a second migrate changes nothing."""
     before = workspace.dump()
 
     second = workspace.ok("migrate", "--json").json()
@@ -76,7 +76,7 @@ def test_check_table_and_russian(workspace: Workspace) -> None:
 
 
 # Every other test parses the stdout of --json commands with json.loads, which
-# fails on anything but exactly one document; these two add debug logging.
+# fails on anything but exactly one document. These two add debug logging.
 @pytest.mark.parametrize(
     "arguments",
     [

@@ -55,7 +55,7 @@ def test_format_wait_rounds_up(seconds: float, text: str) -> None:
 
 
 def test_russian_plural_rule() -> None:
-    """one: ends in 1 but not 11; few: ends in 2-4 but not 12-14; many: the rest."""
+    """Form "one" ends in 1 but not 11, "few" ends in 2-4 but not 12-14, "many" takes the rest."""
     forms = ("one", "few", "many")
     for number in range(1000):
         if number % 10 == 1 and number % 100 != 11:

@@ -15,7 +15,7 @@ import rampgate.errors
 SOURCE = Path(rampgate.__file__).resolve().parent
 REPOSITORY = SOURCE.parents[1]
 
-# Libraries that do I/O (databases, networks, web frameworks, terminals); core is pure logic.
+# Libraries that do I/O (databases, networks, web frameworks, terminals), which core must not load.
 IO_MODULES = frozenset(
     {
         "aiohttp", "alembic", "asyncio", "asyncpg", "click", "fastapi", "http", "httpx", "jinja2", "jwt",
