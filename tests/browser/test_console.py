@@ -607,3 +607,41 @@ def test_percentage_out_of_range_rejected(open_console: Callable[..., Console], 
     expect(page.locator(f"#{percentage.get_attribute('id')}-error")).to_contain_text("invalid percentage")
     expect(percentage).to_have_value("101")
     assert server.api("GET", f"/v1/flags/{FLAG}")["percentage"] == 0
+
+
+def test_policy_added_and_deleted(open_console: Callable[..., Console], server: ServerClient) -> None:
+    console = open_console()
+    page = console.page
+    page.on("dialog", lambda dialog: dialog.accept())
+    form = page.locator("#policy-add-form")
+
+    page.get_by_text("Add a policy", exact=True).click()
+    form.get_by_label("Scope").select_option("actor")
+    form.get_by_label("Actor id").fill("vip")
+    form.get_by_label("Action").fill("media_upload")
+    form.get_by_label("Limit").fill("50")
+    form.get_by_role("button", name="Add policy").click()
+    poll(lambda: actor_limits(server) == [50], seconds=5, message="the actor policy for user/vip was not added")
+
+    page.get_by_role("button", name="Delete actor user/vip media_upload").click()
+    poll(lambda: actor_limits(server) == [], seconds=5, message="the actor policy for user/vip was not deleted")
+    expect(page.get_by_label("Limit for actor user/vip media_upload")).to_have_count(0)
+
+
+def actor_limits(server: ServerClient) -> list[int]:
+    policies = server.api("GET", "/v1/limits?action=media_upload")
+    return [policy["limit"] for policy in policies if policy["scope"] == "actor" and policy["actor_id"] == "vip"]
+
+
+def test_appeal_rejected(open_console: Callable[..., Console], server: ServerClient) -> None:
+    block_traffic(server, actor_id="carol", action="media_upload", limit=1)
+    status, appeal = server.request("POST", "/v1/appeals", {"action": "media_upload", "text": "not me"}, token=end_user_token("carol"))
+    assert status == 201, appeal
+    console = open_console()
+    page = console.page
+
+    page.get_by_role("button", name=f"Reject appeal {appeal['appeal_id']}").click()
+
+    poll(lambda: server.api("GET", "/v1/appeals?status=rejected") != [], seconds=5, message="the appeal was not rejected")
+    assert server.api("GET", "/v1/appeals?status=open") == []
+    expect(page.locator(f'#appeals-table tr[data-appeal="{appeal["appeal_id"]}"]')).to_have_count(0)

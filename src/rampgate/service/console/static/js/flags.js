@@ -27,7 +27,15 @@ function fact(label, field) {
 
 function buildEnabledSwitch(flag) {
   const input = changeControl(el("input", { type: "checkbox", role: "switch", id: `enabled-${slug(flag.name)}` }));
-  input.addEventListener("change", () => saveFlag(flag.name, { enabled: input.checked }, null, input));
+  input.addEventListener("change", async () => {
+    // A refresh that lands while the change is in flight must not flip the switch back.
+    input.setAttribute("data-saving", "");
+    try {
+      await saveFlag(flag.name, { enabled: input.checked }, null, input);
+    } finally {
+      input.removeAttribute("data-saving");
+    }
+  });
   return el("p", { class: "switch" }, input, el("label", { for: input.id }, "Enabled", hiddenText(` ${flag.name}`)));
 }
 
@@ -152,7 +160,7 @@ function updateCard(card, flag, rollout) {
   }
 
   const enabled = card.querySelector('input[role="switch"]');
-  if (document.activeElement !== enabled) enabled.checked = flag.enabled;
+  if (!enabled.hasAttribute("data-saving")) enabled.checked = flag.enabled;
   const form = card.querySelector(".percentage-form");
   if (!isEditing(form)) {
     form.querySelector('input[type="number"]').value = String(flag.percentage);
