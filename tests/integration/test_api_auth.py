@@ -193,6 +193,19 @@ def test_tokens_unset_leave_api_open(tmp_path: Path) -> None:
     assert changes[0]["changed_by"] == "anonymous"
 
 
+def test_open_admin_rejects_cross_origin(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, admin_token=None, admin_readonly_token=None)
+
+    with TestClient(create_app(settings)) as open_client:
+        foreign = open_client.post(FLAG_PATH + "/rollback", headers={"Origin": "https://attacker.example"})
+        sandboxed = open_client.post(FLAG_PATH + "/rollback", headers={"Origin": "null"})
+        same = open_client.post(FLAG_PATH + "/rollback", headers={"Origin": "http://testserver"})
+
+    assert foreign.status_code == 403
+    assert sandboxed.status_code == 403
+    assert same.status_code == 200
+
+
 # -- console sessions -------------------------------------------------------------
 
 

@@ -11,6 +11,8 @@ the cookie must carry the matching ``X-CSRF-Token`` header.
 
 Endpoints whose tokens are all unset are open, for local development;
 ``rampgate serve`` refuses to listen on a non-loopback address in that case.
+An open admin API still rejects changes sent by a web page of another
+origin, because a browser on the operator's machine can reach loopback.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 from fastapi import Request
 from fastapi.exceptions import HTTPException
@@ -280,11 +283,21 @@ def require_admin_read(request: Request) -> Principal:
     return principal
 
 
+def is_cross_origin(request: Request) -> bool:
+    """True when a browser sent the request from a page of another origin (its ``Origin`` names another host)."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False
+    return urlsplit(origin).netloc != request.headers.get("host", "")
+
+
 def require_admin_write(request: Request) -> Principal:
     """Allow the admin token or an admin console session with its CSRF token; 403 for read-only callers."""
     principal = _principal(request, change=True)
     if principal is None:
         if is_admin_open(settings_of(request)):
+            if is_cross_origin(request):
+                raise Forbidden("changes from a page of another origin are rejected; set RAMPGATE_ADMIN_TOKEN")
             return Principal("admin", "anonymous", "api")
         raise Unauthorized("missing bearer token: send 'Authorization: Bearer <RAMPGATE_ADMIN_TOKEN>'")
     if principal.role != "admin":
