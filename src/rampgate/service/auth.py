@@ -1,4 +1,4 @@
-"""Who is calling: bearer tokens, console session cookies and the FastAPI dependencies that check them.
+"""Caller identity: bearer tokens, console session cookies and the FastAPI dependencies that check them.
 
 Three tokens come from the settings: ``RAMPGATE_SERVICE_TOKEN`` (decisions),
 ``RAMPGATE_ADMIN_TOKEN`` (read and change) and
