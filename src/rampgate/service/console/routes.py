@@ -24,12 +24,12 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATE_DIR = PACKAGE_DIR / "templates"
 STATIC_DIR = PACKAGE_DIR / "static"
 # Failed sign-ins allowed per client address and window before the form
-# answers 429: enough for typing mistakes, far too few to guess a token.
+# returns 429. That is enough for typing mistakes and far too few to guess a token.
 SIGN_IN_FAILURES_ALLOWED = 10
 SIGN_IN_WINDOW_SECONDS = 60.0
 
-# Everything the page loads comes from rampgate itself; the policy makes the
-# browser refuse any other origin, inline script and inline style markup.
+# Everything the page loads comes from rampgate itself. The policy makes the
+# browser block any other origin, inline script and inline style markup.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; "
     "script-src 'self'; "
@@ -155,14 +155,14 @@ def sign_in(request: Request, token: str = Form("")) -> Response:
     if wait > 0:
         logger.warning("console.sign_in_throttled", extra={"client": client})
         message = f"Too many failed sign-ins from this address. Try again in {int(wait) + 1} s."
-        response = render_sign_in(request, error=message, status_code=429)
-        response.headers["Retry-After"] = str(int(wait) + 1)
-        return response
+        throttled = render_sign_in(request, error=message, status_code=429)
+        throttled.headers["Retry-After"] = str(int(wait) + 1)
+        return throttled
 
     settings = auth.settings_of(request)
     role = auth.role_for_token(token, settings) if token else None
-    # The service token is valid for /v1/check only; the console takes the two admin tokens.
-    if role not in auth.SESSION_ROLES:
+    # The service token is valid for /v1/check only. The console takes the two admin tokens.
+    if role is None or role not in auth.SESSION_ROLES:
         throttle.record_failure(client)
         logger.info("console.sign_in_failed", extra={"client": client})
         return render_sign_in(request, error="Invalid token. Paste the admin or read-only token.", status_code=401)
@@ -184,11 +184,12 @@ def sign_in(request: Request, token: str = Form("")) -> Response:
 
 @router.post("/console/signout")
 def sign_out(request: Request, csrf_token: str = Form("")) -> Response:
-    """Clear the session cookie; the form carries the CSRF token so other pages cannot sign an operator out."""
+    """Clear the session cookie. The form carries the CSRF token, so other pages cannot sign an operator out."""
     cookie = request.cookies.get(auth.SESSION_COOKIE)
     if cookie and session_role(request) is not None:
         expected = auth.csrf_token_for(cookie, auth.settings_of(request))
         if not hmac.compare_digest(csrf_token.encode(), expected.encode()):
+            logger.info("console.sign_out_rejected", extra={"client": client_address(request), "reason": "invalid csrf_token"})
             return Response("invalid csrf_token: the sign-out form is stale; reload the console", status_code=403)
 
     response = RedirectResponse("/console", status_code=303)
@@ -199,7 +200,7 @@ def sign_out(request: Request, csrf_token: str = Form("")) -> Response:
 
 @router.get("/console/static/{name:path}")
 def static_asset(name: str) -> Response:
-    """Serve a file from the console's static folder; nothing outside it."""
+    """Serve a file from the console's static folder, and nothing outside it."""
     path = (STATIC_DIR / name).resolve()
     if not path.is_relative_to(STATIC_DIR) or not path.is_file():
         return Response(f"not found: /console/static/{name}", status_code=404, media_type="text/plain")
