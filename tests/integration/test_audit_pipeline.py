@@ -246,9 +246,9 @@ def test_audit_copy_connection_reconnects(postgres_engine: Engine, tmp_path: Pat
     writer = AuditWriter(postgres_engine, spill_path=tmp_path)
     writer.record(decision("u-a"), 1, NOW, None, None)
     writer.flush()
-    assert writer._copy_connection is not None
-    with psycopg.connect(writer._copy_connection.info.dsn, autocommit=True) as admin:
-        admin.execute("select pg_terminate_backend(%s)", (writer._copy_connection.info.backend_pid,))
+    assert writer._copy_connections[0] is not None
+    with psycopg.connect(writer._copy_connections[0].info.dsn, autocommit=True) as admin:
+        admin.execute("select pg_terminate_backend(%s)", (writer._copy_connections[0].info.backend_pid,))
 
     writer.record(decision("u-b"), 1, NOW, None, None)
     with pytest.raises(psycopg.OperationalError):
@@ -257,3 +257,26 @@ def test_audit_copy_connection_reconnects(postgres_engine: Engine, tmp_path: Pat
     writer.close()
 
     assert count_audits(postgres_engine) == 2
+
+
+def test_audit_parallel_copy_keeps_failed_part(postgres_engine: Engine, tmp_path: Path) -> None:
+    writer = AuditWriter(postgres_engine, spill_path=tmp_path, copy_connections=2)
+    for number in range(5000):
+        writer.record(decision(f"first-{number}"), 1, NOW, None, None)
+    writer.flush()
+    second = writer._copy_connections[1]
+    assert second is not None
+    with psycopg.connect(second.info.dsn, autocommit=True) as admin:
+        admin.execute("select pg_terminate_backend(%s)", (second.info.backend_pid,))
+
+    for number in range(5000):
+        writer.record(decision(f"second-{number}"), 1, NOW, None, None)
+    with pytest.raises(psycopg.OperationalError):
+        writer.flush()
+    written_before_retry = count_audits(postgres_engine)
+    writer.flush()
+    writer.close()
+
+    assert written_before_retry == 7500
+    assert count_audits(postgres_engine) == 10_000
+    assert writer.written == 10_000

@@ -22,6 +22,7 @@ import os
 import threading
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,6 +57,8 @@ COPY_AUDITS = f"copy rate_limit_audits ({', '.join(AUDIT_COLUMNS)}) from stdin (
 COPY_TYPES = ("text", "text", "text", "bool", "int4", "int4", "text", "bytea", "timestamptz")
 JSONB_VERSION = b"\x01"
 SPILL_FILE_ROWS = 50_000
+# A batch is split over several COPY connections only when each part gets this many rows.
+MIN_PARALLEL_ROWS = 1_000
 WRITE_ERRORS = (sa.exc.SQLAlchemyError, psycopg.Error, OSError)
 
 
@@ -152,7 +155,9 @@ class AuditWriter:
     written, in seconds. ``spill_path`` is the spill directory (default
     :func:`default_spill_path`); files go to a subdirectory named after the
     catalog database, so they are replayed only into the database they came
-    from. ``max_spill_bytes`` bounds that subdirectory.
+    from. ``max_spill_bytes`` bounds that subdirectory. On PostgreSQL a large
+    batch is split over ``copy_connections`` COPY connections that the
+    server fills in parallel.
 
     Counters, readable at any time: ``queue_depth`` (rows waiting in memory),
     ``written`` (audit rows inserted, replays included), ``spilled`` (rows
@@ -169,15 +174,17 @@ class AuditWriter:
         batch_size: int = 10_000,
         spill_path: str | Path | None = None,
         max_spill_bytes: int = 1 << 30,
+        copy_connections: int = 2,
     ) -> None:
-        if max_buffer < 2 or batch_size < 1:
-            raise ValueError("need max_buffer >= 2 and batch_size >= 1")
+        if max_buffer < 2 or batch_size < 1 or copy_connections < 1:
+            raise ValueError("need max_buffer >= 2, batch_size >= 1 and copy_connections >= 1")
         self.engine = engine
         self.is_postgres = engine.dialect.name == "postgresql"
         self.flush_interval = flush_interval
         self.max_buffer = max_buffer
         self.batch_size = batch_size
         self.max_spill_bytes = max_spill_bytes
+        self.copy_connections = copy_connections
         self.spill_directory = Path(spill_path or default_spill_path()) / _database_digest(engine)
 
         # Filled by the request path, emptied by the writer.
@@ -199,7 +206,8 @@ class AuditWriter:
         self._last_drop_log = 0.0
         self._retry_at = 0.0
         self._backoff = 0.0
-        self._copy_connection: psycopg.Connection[Any] | None = None
+        self._copy_connections: list[psycopg.Connection[Any] | None] = [None] * copy_connections
+        self._copy_pool: ThreadPoolExecutor | None = None
         self._spill_sequence = 0
         self._release_stale_claims()
 
@@ -309,19 +317,53 @@ class AuditWriter:
                 counts[1] += would_block
 
     def _write_collected(self) -> None:
-        """Write the collected rows in batches; rows stay collected until their batch commits."""
+        """Write the collected rows in batches; rows stay collected until their part of a batch commits."""
         while self._unwritten:
             batch = self._unwritten[: self.batch_size]
-            self._insert_audits(batch)
-            del self._unwritten[: len(batch)]
-            self.written += len(batch)
+            parts = self._split(batch)
+            if len(parts) == 1:
+                self._insert_audits(batch)
+                del self._unwritten[: len(batch)]
+                self.written += len(batch)
+                continue
+
+            # Each part is one COPY on its own connection, so the server inserts them in parallel.
+            pool = self._copy_pool
+            if pool is None:
+                pool = self._copy_pool = ThreadPoolExecutor(self.copy_connections - 1, "rampgate-audit-copy")
+            futures = [pool.submit(self._insert_audits, part, slot) for slot, part in enumerate(parts[1:], 1)]
+            errors: list[BaseException] = []
+            kept: list[tuple[Any, ...]] = []
+            try:
+                self._insert_audits(parts[0], 0)
+            except WRITE_ERRORS as error:
+                errors.append(error)
+                kept += parts[0]
+            for part, future in zip(parts[1:], futures):
+                try:
+                    future.result()
+                except WRITE_ERRORS as error:
+                    errors.append(error)
+                    kept += part
+            self._unwritten[: len(batch)] = kept
+            self.written += len(batch) - len(kept)
+            if errors:
+                raise errors[0]
         if self._stat_totals:
             self._upsert_stats(self._stat_totals)
             self._stat_totals = {}
 
+    def _split(self, batch: list[tuple[Any, ...]]) -> list[list[tuple[Any, ...]]]:
+        """Cut a batch into one part per COPY connection, none smaller than ``MIN_PARALLEL_ROWS``."""
+        parts = min(self.copy_connections, max(len(batch) // MIN_PARALLEL_ROWS, 1)) if self.is_postgres else 1
+        if parts == 1:
+            return [batch]
+        size = -(-len(batch) // parts)
+        return [batch[start : start + size] for start in range(0, len(batch), size)]
+
     def _record_failure(self, error: BaseException) -> None:
         self.write_errors += 1
-        self._close_copy_connection()
+        self._close_copy_connections()
         self._backoff = min(max(self._backoff * 2, 0.5), 5.0)
         self._retry_at = time.monotonic() + self._backoff
         logger.warning(
@@ -360,15 +402,19 @@ class AuditWriter:
                        "spilled_total": self.spilled, "spill_directory": str(self.spill_directory)},
             )
         finally:
-            self._close_copy_connection()
+            if self._copy_pool is not None:
+                self._copy_pool.shutdown()
+                self._copy_pool = None
+            self._close_copy_connections()
 
     # -- database writes -------------------------------------------------------
 
-    def _insert_audits(self, rows: list[tuple[Any, ...]]) -> None:
+    def _insert_audits(self, rows: list[tuple[Any, ...]], slot: int = 0) -> None:
+        """Insert audit rows: by COPY on connection ``slot`` on PostgreSQL, a multi-row insert on SQLite."""
         if self.is_postgres:
-            connection = self._copy_connection
+            connection = self._copy_connections[slot]
             if connection is None or connection.closed:
-                connection = self._copy_connection = psycopg.connect(
+                connection = self._copy_connections[slot] = psycopg.connect(
                     _libpq_url(self.engine), connect_timeout=5, application_name="rampgate-audit-writer"
                 )
             try:
@@ -382,7 +428,8 @@ class AuditWriter:
                             for row in rows:
                                 write_row((*row[:7], JSONB_VERSION + row[7].encode(), _timestamp(row[8])))
             except psycopg.Error:
-                self._close_copy_connection()
+                self._copy_connections[slot] = None
+                connection.close()
                 raise
             return
 
@@ -417,14 +464,14 @@ class AuditWriter:
             )
             connection.execute(statement, values)
 
-    def _close_copy_connection(self) -> None:
-        connection = self._copy_connection
-        self._copy_connection = None
-        if connection is not None:
-            try:
-                connection.close()
-            except psycopg.Error:
-                pass
+    def _close_copy_connections(self) -> None:
+        for slot, connection in enumerate(self._copy_connections):
+            self._copy_connections[slot] = None
+            if connection is not None:
+                try:
+                    connection.close()
+                except psycopg.Error:
+                    pass
 
     # -- spill files -----------------------------------------------------------
 
