@@ -93,9 +93,10 @@ export class RampgateError extends Error {
  *
  * Resolves to the decision whether the request is allowed or blocked.
  * Rejects with a {@link RampgateError} for invalid options, a rejected
- * token (401, 403) or a request the service calls invalid (400, 422), since
- * none of these goes away by itself. Timeouts, network errors and 5xx
- * statuses follow `onError`.
+ * token (401, 403), a request the service calls invalid (400, 422) or
+ * another status below 500, such as 404 for a wrong URL, since none of
+ * these goes away by itself. Timeouts, network errors and 5xx statuses
+ * follow `onError`.
  *
  * @param {CheckOptions} options
  * @returns {Promise<Decision>}

@@ -269,6 +269,14 @@ describe("checkRateLimit against rampgate serve", () => {
     });
   });
 
+  test("a 404 from a wrong URL rejects even with onError open", async () => {
+    await assert.rejects(check({ url: `${service.url}/no-such-prefix`, actorId: newActor(), action: "search" }), (error) => {
+      assert.ok(error instanceof RampgateError);
+      assert.equal(error.status, 404);
+      return true;
+    });
+  });
+
   test("a context the service cannot store rejects with the field", async () => {
     const context = { blob: "x".repeat(10_000) };
     await assert.rejects(check({ actorId: newActor(), action: "search", context }), (error) => {

@@ -365,10 +365,12 @@ class RampgateClient(_ClientBase):
     call in seconds. ``on_error`` decides what a timeout, a connection failure
     or a 5xx returns: ``open`` (the default) allows the request, as the
     service does when its own store fails, ``closed`` blocks it for one
-    second, and ``raise`` raises :class:`ServiceError`. A rejected token
-    always raises :class:`Unauthorized`, and invalid arguments always raise
+    second, and ``raise`` raises :class:`ServiceError`. Some failures raise
+    whatever ``on_error`` is, because they do not go away by themselves: a
+    rejected token raises :class:`Unauthorized`, invalid arguments raise
     :class:`InvalidInput` (:class:`RejectedInput` when the service found the
-    problem), because neither goes away by itself.
+    problem), and another status below 500, such as 404 for a wrong URL,
+    raises :class:`ServiceError`.
     ``accept_language`` is sent so that ``message`` comes in that language.
     Pass ``http_client`` to reuse an :class:`httpx.Client`; the caller then
     closes it.

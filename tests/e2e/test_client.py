@@ -220,6 +220,17 @@ def test_client_wrong_token_raises(service: DecisionServer) -> None:
 
 
 @pytest.mark.e2e
+def test_client_wrong_path_raises(service: DecisionServer) -> None:
+    """A 404 from a wrong base URL raises a ServiceError even when failures are set to fail open."""
+    client = RampgateClient(service.url + "/no-such-prefix", token=service.service_token, on_error="open")
+    with client, pytest.raises(ServiceError) as raised:
+        client.check("user", new_actor(), "search")
+
+    assert raised.value.status_code == 404
+    assert raised.value.retryable is False
+
+
+@pytest.mark.e2e
 def test_client_rejected_context(client: RampgateClient) -> None:
     """A context the service cannot store comes back as RejectedInput naming the field."""
     with pytest.raises(RejectedInput) as raised:
