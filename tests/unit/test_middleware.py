@@ -275,14 +275,27 @@ async def test_middleware_action_callable(async_gate: AsyncGate) -> None:
 
 
 async def test_middleware_records_request_id(async_gate: AsyncGate, recorder: CapturingRecorder) -> None:
-    """X-Request-ID is recorded with the decision, cut to 128 characters."""
+    """A usable X-Request-ID is recorded with the decision; an unusable one is replaced by a new id."""
     app = starlette_app(async_gate)
     async with client_for(app) as client:
         await client.post("/upload", headers={"X-User-ID": "u-42", "X-Request-ID": "req-1"})
         await client.post("/upload", headers={"X-User-ID": "u-42", "X-Request-ID": "r" * 300})
 
     assert recorder.records[0][1] == "req-1"
-    assert recorder.records[1][1] == "r" * 128
+    assert len(recorder.records[1][1] or "") == 32
+    assert recorder.records[1][1] != "r" * 300
+
+
+async def test_middleware_blocked_carries_request_id(async_gate: AsyncGate, recorder: CapturingRecorder) -> None:
+    """The 429 carries the request id under which the blocked decision was recorded."""
+    app = starlette_app(async_gate)
+    async with client_for(app) as client:
+        responses = await post_uploads(client, 6)
+        named = await client.post("/upload", headers={"X-User-ID": "u-42", "X-Request-ID": "req-7"})
+
+    assert responses[5].headers["X-Request-ID"] == recorder.records[5][1]
+    assert named.headers["X-Request-ID"] == "req-7"
+    assert "X-Request-ID" not in responses[0].headers
 
 
 async def test_middleware_invalid_actor_id(async_gate: AsyncGate) -> None:
