@@ -14,7 +14,8 @@ from rampgate.catalog.watcher import CatalogWatcher
 from rampgate.core.bucketing import _hash
 from rampgate.core.decision import ENFORCE, LIMITED, OK, SHADOW, Decision
 from rampgate.core.names import ACTOR_TYPES, DEFAULT_LEVEL, DEFAULT_TIER, SUSPENDED_LEVEL
-from rampgate.core.snapshot import CatalogSnapshot
+from rampgate.core.algorithms import Outcome
+from rampgate.core.snapshot import CatalogSnapshot, DecisionPlan
 from rampgate.engine import CounterRequest, DecisionEngine
 from rampgate.errors import StoreError
 from rampgate.settings import Settings, load_settings
@@ -275,8 +276,45 @@ class AsyncGate(_GateBase):
         request_id: str | None = None,
         context: dict[str, Any] | None = None,
     ) -> Decision:
-        """Decide one request and record it; raise :class:`InvalidInput` on a bad argument."""
-        prepared = self._engine.prepare(self.watcher.snapshot, actor_type, actor_id, action, cost)
+        """Decide one request and record it; raise :class:`InvalidInput` on a bad argument.
+
+        The same two paths as :meth:`Gate.decide`: the snapshot's cached plan
+        for the common case, :class:`DecisionEngine` for every other one.
+        """
+        snapshot = self.watcher.snapshot
+        resolved = _resolve_plan(self._engine, snapshot, actor_type, actor_id, action, cost)
+        if resolved is None:
+            return await self._decide_general(snapshot, actor_type, actor_id, action, cost, request_id, context)
+        plan, tier, in_cohort, units = resolved
+
+        try:
+            outcome = await self.store.aconsume(
+                f"{plan.key_prefix}{actor_type}:{actor_id}}}", plan.algorithm, plan.limit, plan.window_seconds,
+                plan.capacity, units,
+            )
+        except StoreError:
+            request = CounterRequest(
+                actor_type, actor_id, action, tier, plan.policy, ENFORCE if in_cohort else SHADOW, in_cohort, units  # type: ignore[arg-type]
+            )
+            decision = DecisionEngine.fail(request)
+        else:
+            decision = _finish_decision(plan, tier, in_cohort, actor_type, actor_id, outcome)
+
+        self.recorder.record(decision, units, self.clock(), request_id, context)
+        return decision
+
+    async def _decide_general(
+        self,
+        snapshot: CatalogSnapshot,
+        actor_type: str,
+        actor_id: str,
+        action: str,
+        cost: int,
+        request_id: str | None,
+        context: dict[str, Any] | None,
+    ) -> Decision:
+        """Decide one request step by step through :class:`DecisionEngine`."""
+        prepared = self._engine.prepare(snapshot, actor_type, actor_id, action, cost)
         if prepared.__class__ is CounterRequest:
             request: CounterRequest = prepared  # type: ignore[assignment]
             policy = request.policy
@@ -305,6 +343,83 @@ class AsyncGate(_GateBase):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _resolve_plan(
+    engine: DecisionEngine, snapshot: CatalogSnapshot, actor_type: str, actor_id: str, action: str, cost: int
+) -> tuple[DecisionPlan, str, bool, int] | None:
+    """Validate a request and resolve ``(plan, tier, in_cohort, units)``, or None for the general path.
+
+    The steps of :meth:`Gate.decide` before the counter, as one function for
+    :class:`AsyncGate`, whose store call costs far more than this call does.
+    """
+    if (
+        actor_type not in _ACTOR_TYPES
+        or actor_id.__class__ is not str
+        or not 0 < len(actor_id) <= 256
+        or cost.__class__ is not int
+        or not 0 < cost <= 1_000_000
+    ):
+        engine.check_request(actor_type, actor_id, action, cost)
+    plans = snapshot.action_plans.get(action)
+    if plans is None:
+        engine.check_request(actor_type, actor_id, action, cost)
+        plans = snapshot.plans_for(action)
+
+    if plans.overridden and (actor_type, actor_id) in plans.overridden:
+        return None
+    trust = snapshot.trust
+    if trust:
+        tier, level = trust.get((actor_type, actor_id), _DEFAULT_TRUST)
+        if level == SUSPENDED_LEVEL:
+            return None
+        plan = plans.by_tier.get(tier) or plans.plan(tier)
+    else:
+        tier = DEFAULT_TIER
+        plan = plans.default
+
+    percentage = plan.percentage
+    if percentage >= 100:
+        in_cohort = True
+    elif percentage <= 0:
+        in_cohort = False
+    else:
+        in_cohort = _hash(plan.group_prefix + actor_id, 0, False) % 100 + 1 <= percentage
+    units = cost * plan.cost_per_action
+    if plan.policy is None or not (in_cohort or plan.shadow) or units > plan.capacity:
+        return None
+    return plan, tier, in_cohort, units
+
+
+def _finish_decision(
+    plan: DecisionPlan, tier: str, in_cohort: bool, actor_type: str, actor_id: str, outcome: Outcome
+) -> Decision:
+    """Build the decision from a store's outcome, as :meth:`DecisionEngine.finish` does."""
+    allowed, remaining, reset_after, retry_after, next_unit_after = outcome[:5]
+    decision = _new_decision(Decision)
+    decision.mode = ENFORCE if in_cohort else SHADOW
+    decision.action = plan.action
+    decision.tier = tier
+    decision.policy = plan.policy_name
+    decision.limit = plan.limit
+    decision.window_seconds = plan.window_seconds
+    decision.remaining = remaining
+    decision.reset_after = 0.0 if reset_after <= 0 else ceil(reset_after * 1000 - 1e-6) / 1000
+    decision.actor_type = actor_type
+    decision.actor_id = actor_id
+    decision.in_cohort = in_cohort
+    decision.next_unit_after = next_unit_after
+    if allowed:
+        decision.allowed = True
+        decision.would_block = False
+        decision.reason = OK
+        decision.retry_after = 0.0
+    else:
+        decision.allowed = not in_cohort
+        decision.would_block = True
+        decision.reason = LIMITED
+        decision.retry_after = 0.0 if retry_after <= 0 else ceil(retry_after * 1000 - 1e-6) / 1000
+    return decision
 
 
 def memory_gate(clock: Clock | None = None, **kwargs: Any) -> Gate:

@@ -22,7 +22,8 @@ from rampgate.core.decision import Decision
 from rampgate.core.flags import ENFORCEMENT_FLAG
 from rampgate.core.policies import Policy
 from rampgate.errors import InvalidInput
-from rampgate.gate import Gate, memory_gate
+from rampgate.catalog.database import MEMORY_URL
+from rampgate.gate import AsyncGate, Gate, memory_gate
 from rampgate.stores.memory import MemoryCounterStore
 
 ACTORS = [("user", f"u-{n}") for n in range(40)] + [("ip", "10.0.0.1"), ("device", "d-1")]
@@ -58,7 +59,7 @@ def fields_of(decision: Decision) -> dict[str, Any]:
     return {name: getattr(decision, name) for name in Decision.__slots__}
 
 
-def configure(gate: Gate, percentage: int, shadow: bool) -> None:
+def configure(gate: Gate | AsyncGate, percentage: int, shadow: bool) -> None:
     """Give ``gate`` a catalog that reaches every branch of the pipeline."""
     catalog = gate.catalog
     config = dict(catalog.get_flag(ENFORCEMENT_FLAG).config)
@@ -117,6 +118,35 @@ def test_fast_path_matches_engine(percentage: int, shadow: bool) -> None:
     finally:
         fast.close()
         general.close()
+
+    assert fast_recorder.rows == general_recorder.rows
+
+
+@pytest.mark.parametrize(("percentage", "shadow"), [(37, True), (37, False), (100, True)])
+async def test_async_fast_path_matches_engine(percentage: int, shadow: bool) -> None:
+    clock = Clock()
+    fast_recorder, general_recorder = Recorder(), Recorder()
+    options: dict[str, Any] = {"database_url": MEMORY_URL, "counter_store": "memory", "clock": clock, "watch": False}
+    fast = AsyncGate(recorder=fast_recorder, **options)
+    general = AsyncGate(recorder=general_recorder, **options)
+    configure(fast, percentage, shadow)
+    configure(general, percentage, shadow)
+    rng = random.Random(percentage * 3 + shadow)
+
+    try:
+        for step in range(1500):
+            actor_type, actor_id = rng.choice(ACTORS)
+            action = rng.choice(ACTIONS)
+            cost = rng.choice((1, 1, 2, 7, 300))
+
+            got = await fast.decide(actor_type, actor_id, action, cost)
+            want = await general._decide_general(general.snapshot, actor_type, actor_id, action, cost, None, None)
+
+            assert fields_of(got) == fields_of(want), (step, actor_type, actor_id, action, cost)
+            clock.now += rng.choice((0.0, 0.001, 0.25, 1.0, 3.5))
+    finally:
+        await fast.aclose()
+        await general.aclose()
 
     assert fast_recorder.rows == general_recorder.rows
 
