@@ -206,6 +206,14 @@ def test_action_percentage_saved(open_console: Callable[..., Console], server: S
         message="per-action percentage of media_upload is not 50",
     )
 
+    # Emptying the field cannot remove the override through the API, and the page says so.
+    console.wait_for_refresh()
+    field = page.get_by_label(f"media_upload percentage of {FLAG}")
+    field.fill("")
+    page.get_by_role("button", name=f"Save per-action percentages of {FLAG}").click()
+    expect(page.locator(f"#{field.get_attribute('id')}-error")).to_contain_text("cannot remove a per-action percentage")
+    assert server.api("GET", f"/v1/flags/{FLAG}")["action_percentages"] == {"media_upload": 50}
+
 
 def test_rollback_disables_flag_within_second(open_console: Callable[..., Console], server: ServerClient) -> None:
     server.api("PATCH", f"/v1/flags/{FLAG}", {"enabled": True, "percentage": 25})

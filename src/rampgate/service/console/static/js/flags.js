@@ -64,12 +64,13 @@ function buildPercentageForm(flag) {
 function buildActionPercentages(flag) {
   const fields = el("div", { class: "action-fields" });
   const form = el("form", { class: "action-percentages-form", novalidate: true },
-    el("p", { class: "hint", text: "Leave a field empty to follow the flag's percentage." }),
+    el("p", { class: "hint", text: "An empty field follows the flag's percentage. Emergency rollback clears every per-action percentage." }),
     fields,
     changeControl(el("button", { type: "submit" }, "Save per-action percentages", hiddenText(` of ${flag.name}`))),
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
+    if (rejectRemovedOverrides(form, fields)) return;
     const percentages = {};
     const inputs = {};
     for (const input of fields.querySelectorAll("input")) {
@@ -80,6 +81,26 @@ function buildActionPercentages(flag) {
     saveFlag(flag.name, { action_percentages: percentages }, inputs, fields);
   });
   return el("details", { class: "action-percentages" }, el("summary", { text: "Per-action percentages" }), form);
+}
+
+/**
+ * Flag emptied fields whose action has a per-action percentage, and return
+ * true when there is one. NOTE: PATCH /v1/flags merges per-action
+ * percentages into the stored ones and has no way to remove one, so an
+ * emptied field would silently keep the old value.
+ */
+function rejectRemovedOverrides(form, fields) {
+  const flag = form.closest(".flag-card").flag;
+  let rejected = false;
+  for (const input of fields.querySelectorAll("input")) {
+    setFieldError(input, null);
+    const current = flag?.action_percentages?.[input.dataset.action];
+    if (input.value.trim() === "" && current !== undefined) {
+      setFieldError(input, `The API cannot remove a per-action percentage. Enter a value (now ${current} %) or use Emergency rollback.`);
+      rejected = true;
+    }
+  }
+  return rejected;
 }
 
 function renderActionFields(card, flag) {
