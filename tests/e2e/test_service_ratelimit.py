@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Iterator
@@ -59,22 +60,24 @@ def test_upload_sixth_quick_is_429(server: Server) -> None:
 
     blocked = authorize_upload(server, user("tier-b-user"))
 
+    # 12 s when the six requests take less than a second, as on an idle machine.
+    seconds = int(blocked.headers["Retry-After"])
     assert [response.status_code for response in allowed] == [200] * 5
     assert allowed[0].headers["RateLimit-Policy"] == '"B.media_upload";q=5;w=60'
     assert allowed[0].headers["RateLimit"] == '"B.media_upload";r=4;t=12'
     assert blocked.status_code == 429
-    assert blocked.headers["Retry-After"] == "12"
+    assert 10 <= seconds <= 12
     assert blocked.headers["RateLimit-Policy"] == '"B.media_upload";q=5;w=60'
-    assert blocked.headers["RateLimit"] == '"B.media_upload";r=0;t=12'
+    assert blocked.headers["RateLimit"] == f'"B.media_upload";r=0;t={seconds}'
     assert set(blocked.json()) == BLOCKED_FIELDS
     assert blocked.json() == {
         "error": "rate_limited",
         "action": "media_upload",
         "tier": "B",
-        "retryAfter": 12,
+        "retryAfter": seconds,
         "limit": 5,
         "windowSeconds": 60,
-        "message": "Too many requests. Try again in 12 seconds.",
+        "message": f"Too many requests. Try again in {seconds} seconds.",
     }
 
 
@@ -84,9 +87,10 @@ def test_upload_429_message_in_russian(server: Server) -> None:
 
     blocked = authorize_upload(server, user("russian-user", "ru-RU,ru;q=0.9,en;q=0.8"))
 
+    seconds = int(blocked.headers["Retry-After"])
     assert blocked.status_code == 429
-    assert blocked.json()["message"] == "Слишком много запросов. Повторите попытку через 12 секунд."
-    assert blocked.headers["Retry-After"] == "12"
+    assert 10 <= seconds <= 12
+    assert blocked.json()["message"] == f"Слишком много запросов. Повторите попытку через {seconds} секунд."
 
 
 def test_upload_after_retry_after_succeeds(server: Server) -> None:
@@ -136,4 +140,4 @@ def test_check_agrees_with_protected(server: Server) -> None:
     assert response.status_code == 200
     assert response.json()["allowed"] is False
     assert response.json()["reason"] == "limited"
-    assert response.headers["RateLimit"] == '"B.media_upload";r=0;t=12'
+    assert re.fullmatch(r'"B\.media_upload";r=0;t=1[012]', response.headers["RateLimit"])
