@@ -128,6 +128,10 @@ def test_serve_metrics_and_audit_flush(tmp_path: Path) -> None:
 
     with start_server(server_env(tmp_path)) as server:
         httpx.patch(server.url + "/v1/flags/rate_limit_enforcement", json={"enabled": True, "percentage": 100}, headers=admin)
+        # A sliding window of an hour admits exactly 15 however slowly the requests arrive.
+        policy = {"scope": "tier", "tier": "B", "action": "follow", "algorithm": "sliding_window",
+                  "limit": 15, "window_seconds": 3600}
+        httpx.put(server.url + "/v1/limits", json=policy, headers=admin)
         decisions = [httpx.post(server.url + "/v1/check", json=body, headers=service).json() for _ in range(20)]
         metrics = httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {READONLY_TOKEN}"}).text
     exit_status = server.stop()
