@@ -1,0 +1,193 @@
+"""Comparison 4: HTTP ``POST /v1/check`` requests per second, ``rampgate serve`` against a bare Starlette endpoint.
+
+Both servers run as ``rampgate serve`` runs: uvicorn, uvloop, httptools, one
+worker, no access log, on 127.0.0.1. rampgate serves with its defaults for
+one machine: a SQLite catalog file, memory counters, the audit writer in its
+thread, a service token, the flag enabled at 100 %. The baseline,
+:mod:`bench.bare_app`, parses the JSON body and answers a fixed decision.
+
+The load comes from :mod:`bench.loadgen` in a second process: 16 keep-alive
+connections, each sending the next request as soon as the last is answered,
+over 10,000 actors. Every round measures each server in turn, in a rotated
+order; the figures are medians over the rounds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench.runner import Skip, Stats, add_table, add_target, measure, new_result, rate, ratio, spread
+
+NAME = "http"
+TITLE = "HTTP /v1/check requests per second"
+ROOT = Path(__file__).resolve().parents[1]
+CONNECTIONS = 16
+TOKEN = "bench-service-token"
+TARGET_RATIO = 0.5
+TARGET_P99_MS = 10.0
+RAMPGATE = "rampgate serve, POST /v1/check"
+BARE = "bare Starlette JSON endpoint"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_until_healthy(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server on port {port} exited with {process.returncode}: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the server on port {port} did not answer /healthz within {timeout:.0f} s")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _prepare_catalog(url: str) -> None:
+    from rampgate.core.flags import ENFORCEMENT_FLAG
+    from rampgate.gate import Gate
+
+    gate = Gate(database_url=url, counter_store="memory", watch=False, audit=False)
+    gate.catalog.set_flag(ENFORCEMENT_FLAG, enabled=True, percentage=100, changed_by="bench")
+    gate.close()
+
+
+def _load(port: int, seconds: float, token: str | None) -> dict[str, Any]:
+    command = [
+        sys.executable, "-m", "bench.loadgen", "--port", str(port), "--connections", str(CONNECTIONS),
+        "--seconds", str(seconds), "--warmup-seconds", "1",
+    ]
+    if token:
+        command += ["--token", token]
+    completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    return json.loads(completed.stdout)  # type: ignore[no-any-return]
+
+
+def run(quick: bool, *, tiny: bool = False) -> dict[str, Any]:
+    """Serve both endpoints, load them in turn, and return the result dict."""
+    if importlib.util.find_spec("rampgate.cli.serve_command") is None:
+        raise Skip("rampgate serve (rampgate/cli/serve_command.py) is not present")
+    result = new_result(NAME, TITLE)
+    rounds = 1 if tiny else 3 if quick else 7
+    seconds = 1.0 if tiny else 3.0 if quick else 8.0
+
+    processes: list[subprocess.Popen[bytes]] = []
+    figures: dict[str, list[dict[str, Any]]] = {RAMPGATE: [], BARE: []}
+    with tempfile.TemporaryDirectory(prefix="rampgate-bench-http-") as directory:
+        catalog_url = f"sqlite:///{Path(directory) / 'catalog.db'}"
+        _prepare_catalog(catalog_url)
+        environment = dict(
+            os.environ,
+            RAMPGATE_DATABASE_URL=catalog_url,
+            RAMPGATE_COUNTER_STORE="memory",
+            RAMPGATE_SERVICE_TOKEN=TOKEN,
+            RAMPGATE_LOG_LEVEL="WARNING",
+            RAMPGATE_AUDIT_SPILL_PATH=str(Path(directory) / "spill"),
+            # No rampgate.toml from the working directory.
+            RAMPGATE_CONFIG=str(Path(directory) / "absent.toml"),
+        )
+        ports = {RAMPGATE: _free_port(), BARE: _free_port()}
+        commands = {
+            RAMPGATE: [sys.executable, "-c", "import sys; from rampgate.cli import main; sys.exit(main())",
+                       "serve", "--host", "127.0.0.1", "--port", str(ports[RAMPGATE])],
+            BARE: [sys.executable, "-m", "bench.bare_app", "--port", str(ports[BARE])],
+        }
+        try:
+            for name, command in commands.items():
+                log = Path(directory) / f"{len(processes)}.log"
+                with log.open("wb") as output:
+                    process = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=output, stderr=output)
+                processes.append(process)
+                _wait_until_healthy(ports[name], process, log)
+
+            def batch(name: str) -> Any:
+                def run_batch() -> tuple[int, float]:
+                    answer = _load(ports[name], seconds, TOKEN if name == RAMPGATE else None)
+                    figures[name].append(answer)
+                    return answer["requests"], answer["seconds"]
+
+                return run_batch
+
+            stats = measure({RAMPGATE: batch(RAMPGATE), BARE: batch(BARE)}, rounds=rounds, warmup=1,
+                            collect_garbage=False)
+        finally:
+            for process in processes:
+                _stop(process)
+
+    _report(result, stats, figures, rounds, seconds)
+    return result
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if len(ordered) % 2 else (ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2
+
+
+def _report(
+    result: dict[str, Any], stats: dict[str, Stats], figures: dict[str, list[dict[str, Any]]], rounds: int,
+    seconds: float,
+) -> None:
+    measured = {name: answers[1:] for name, answers in figures.items()}  # the first answer is the warm-up
+    latency = {
+        name: (_median([a["p50_ms"] for a in answers]), _median([a["p99_ms"] for a in answers]))
+        for name, answers in measured.items()
+    }
+    statuses: dict[str, dict[str, int]] = {}
+    for name, answers in measured.items():
+        for answer in answers:
+            for status, count in answer["statuses"].items():
+                statuses.setdefault(name, {})[status] = statuses.get(name, {}).get(status, 0) + count
+
+    bare = stats[BARE].median
+    rows = [
+        [name, rate(figures_.median), spread(figures_.spread), f"{latency[name][0]:.2f} ms",
+         f"{latency[name][1]:.2f} ms", ratio(figures_.median / bare),
+         ", ".join(f"{status}: {count:,}" for status, count in statuses.get(name, {}).items())]
+        for name, figures_ in stats.items()
+    ]
+    add_table(
+        result, f"{CONNECTIONS} keep-alive connections",
+        ["server", "requests/s (median)", "spread", "p50", "p99", "vs bare", "responses"], rows,
+    )
+    value = stats[RAMPGATE].median / bare
+    add_target(result, f"rampgate serve ≥ {TARGET_RATIO:g}× the bare Starlette endpoint", ratio(value),
+               value >= TARGET_RATIO)
+    add_target(result, f"rampgate p99 under {TARGET_P99_MS:g} ms at that load", f"{latency[RAMPGATE][1]:.2f} ms",
+               latency[RAMPGATE][1] < TARGET_P99_MS)
+    result["notes"].append(
+        f"{rounds} rounds of {seconds:g} s per server after a warm-up round, each after 1 s of unmeasured load; "
+        "requests per second and latencies are medians over the rounds, timed by the load generator in wall "
+        "time. The load generator and the server under load share the machine's cores."
+    )
+    result["data"] = {name: figures_.as_dict() for name, figures_ in stats.items()}
+    result["data"]["latency_ms"] = latency
+    result["data"]["statuses"] = statuses
