@@ -38,6 +38,10 @@ class MemoryCounterStore:
     keys as calls were made since the last one, so it costs O(1) amortised
     per call, and a stream of one-off actors holds at most the live counters
     plus one sweep interval of new ones.
+
+    NOTE: requests drive the sweeps, so a store that goes quiet after a burst
+    keeps the expired counters until traffic resumes or
+    :meth:`evict_expired` is called.
     """
 
     name = "memory"
