@@ -191,6 +191,16 @@ def test_upload_body_optional(client: TestClient) -> None:
     assert typed.headers["RateLimit"] == '"B.media_upload";r=3;t=12'
 
 
+def test_upload_shadow_sends_no_ratelimit_headers(client: TestClient) -> None:
+    client.patch("/v1/flags/rate_limit_enforcement", json={"percentage": 0}, headers=ADMIN)
+
+    responses = [client.post("/v1/media/upload-authorize", json={}, headers=user("dora")) for _ in range(6)]
+
+    assert [r.status_code for r in responses] == [200] * 6
+    assert all("RateLimit" not in r.headers for r in responses)
+    assert all("RateLimit-Policy" not in r.headers for r in responses)
+
+
 def test_upload_exceeds_capacity_no_retry_after(client: TestClient) -> None:
     client.put(
         "/v1/limits",

@@ -137,7 +137,9 @@ def _validation_error(request: Request, error: RequestValidationError) -> JSONRe
         message = f"missing {field}"
         value = None
     else:
-        message = f"invalid {field}: {first.get('msg', 'invalid value')}"
+        reason = str(first.get("msg", "invalid value"))
+        shown = repr(echoed_value(value))
+        message = f"invalid {field}: {shown}; {reason[:1].lower()}{reason[1:]}"
     _log_rejection("http.invalid_input", request.url.path, field=field)
     return JSONResponse(error_body("invalid_input", message, field, value), status_code=422)
 

@@ -42,6 +42,18 @@ def ratelimit_headers(decision: Decision) -> dict[str, str]:
     return headers
 
 
+def allowed_headers(decision: Decision) -> dict[str, str]:
+    """Headers of an allowed response from a protected endpoint: the RateLimit fields when enforced.
+
+    In shadow mode the counters describe a limit the actor is not yet held
+    to, and a client that paces itself by ``r`` and ``t`` would feel the limit
+    before the rollout reaches it, so shadow and bypass responses carry none.
+    """
+    if decision.mode != "enforce":
+        return {}
+    return ratelimit_headers(decision)
+
+
 def blocked_headers(decision: Decision) -> dict[str, str]:
     """Headers of a 429: the RateLimit fields plus ``Retry-After`` unless the request can never pass."""
     headers = ratelimit_headers(decision)

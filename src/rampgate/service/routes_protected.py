@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from rampgate.core.decision import Decision
 from rampgate.service.jwt_auth import EndUser, require_end_user
-from rampgate.service.responses import blocked_body, blocked_headers, ratelimit_headers
+from rampgate.service.responses import allowed_headers, blocked_body, blocked_headers
 from rampgate.service.schemas import (
     ERROR_RESPONSES,
     BlockedBody,
@@ -76,7 +76,7 @@ async def _guard(request: Request, user: EndUser, action: str) -> tuple[Decision
 
 
 def _allowed(content: dict[str, Any], decision: Decision, request_id: str) -> JSONResponse:
-    headers = ratelimit_headers(decision)
+    headers = allowed_headers(decision)
     headers[REQUEST_ID_HEADER] = request_id
     return JSONResponse(content, headers=headers)
 
