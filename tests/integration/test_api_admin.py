@@ -90,6 +90,15 @@ def test_flag_patch_merges_action_percentages(client: TestClient) -> None:
     assert response.json()["action_percentages"] == {"media_upload": 50, "search": 10}
 
 
+def test_flag_patch_null_removes_action_percentage(client: TestClient) -> None:
+    client.patch(f"/v1/flags/{FLAG}", json={"action_percentages": {"media_upload": 50, "search": 20}}, headers=ADMIN)
+
+    response = client.patch(f"/v1/flags/{FLAG}", json={"action_percentages": {"media_upload": None}}, headers=ADMIN)
+
+    assert response.status_code == 200
+    assert response.json()["action_percentages"] == {"search": 20}
+
+
 def test_flag_patch_empty_changes_nothing(client: TestClient) -> None:
     before = client.get(f"/v1/flags/{FLAG}", headers=ADMIN).json()
 

@@ -205,19 +205,24 @@ class Catalog:
         *,
         enabled: bool | None = None,
         percentage: int | None = None,
-        action_percentages: dict[str, int] | None = None,
+        action_percentages: dict[str, int | None] | None = None,
         config: dict[str, Any] | None = None,
         changed_by: str = "unknown",
         via: str = "cli",
         create: bool = False,
     ) -> Flag:
-        """Change a flag; only the given fields change. Return the flag as stored."""
+        """Change a flag; only the given fields change. Return the flag as stored.
+
+        ``action_percentages`` is merged into the stored overrides; an action
+        mapped to None loses its override and follows ``percentage`` again.
+        """
         if percentage is not None:
             check_percentage(percentage)
         if action_percentages:
             for action, value in action_percentages.items():
                 check_action(action, "action percentage action")
-                check_percentage(value, f"percentage for {action}")
+                if value is not None:
+                    check_percentage(value, f"percentage for {action}")
         if config is not None:
             config = check_flag_config(config)
 
@@ -233,7 +238,11 @@ class Catalog:
             new_config = dict(config if config is not None else (before.config if before else {}))
             if action_percentages:
                 merged = dict(new_config.get("action_percentages") or {})
-                merged.update(action_percentages)
+                for action, value in action_percentages.items():
+                    if value is None:
+                        merged.pop(action, None)
+                    else:
+                        merged[action] = value
                 new_config["action_percentages"] = merged
             after = Flag(
                 name,

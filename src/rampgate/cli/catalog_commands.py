@@ -82,13 +82,17 @@ def flag_show(name: str | None = typer.Argument(None, help="Flag name; all flags
         _print_flag(flag)
 
 
-def _parse_action_percentages(items: list[str]) -> dict[str, int]:
-    result: dict[str, int] = {}
+def _parse_action_percentages(items: list[str]) -> dict[str, int | None]:
+    """Parse ``ACTION=P`` items; ``ACTION=`` (no percentage) removes the action's override."""
+    result: dict[str, int | None] = {}
     for item in items:
         action, sep, value = item.partition("=")
         if not sep:
             raise InvalidInput("--action-percentage", item, "ACTION=PERCENT, for example media_upload=50")
         check_action(action, "--action-percentage action")
+        if not value.strip():
+            result[action] = None
+            continue
         try:
             percentage = int(value)
         except ValueError:
@@ -104,7 +108,7 @@ def flag_set(
     percentage: str | None = typer.Option(None, "--percentage", help="Share of actors enforced, 0 to 100."),
     action_percentage: Annotated[
         list[str] | None,
-        typer.Option("--action-percentage", help="Per-action percentage as ACTION=P; repeat for several actions."),
+        typer.Option("--action-percentage", help="Per-action percentage as ACTION=P (ACTION= removes the override); repeat for several actions."),
     ] = None,
     as_json: bool = JSON_OPTION,
 ) -> None:

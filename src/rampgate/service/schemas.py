@@ -154,8 +154,9 @@ class FlagBody(BaseModel):
 class FlagPatch(RequestModel):
     enabled: bool | None = None
     percentage: Percentage | None = None
-    action_percentages: dict[ActionName, Percentage] | None = Field(
-        None, description="per-action percentages, merged into the ones already set"
+    action_percentages: dict[ActionName, Percentage | None] | None = Field(
+        None,
+        description="per-action percentages, merged into the ones already set; null for an action removes its override",
     )
 
 

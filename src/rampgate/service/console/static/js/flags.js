@@ -70,37 +70,23 @@ function buildActionPercentages(flag) {
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    if (rejectRemovedOverrides(form, fields)) return;
+    const flag = form.closest(".flag-card").flag;
     const percentages = {};
     const inputs = {};
     for (const input of fields.querySelectorAll("input")) {
-      inputs[`action_percentages.${input.dataset.action}`] = input;
-      inputs[`config.action_percentages.${input.dataset.action}`] = input;
-      if (input.value.trim() !== "") percentages[input.dataset.action] = parseInteger(input.value);
+      const action = input.dataset.action;
+      inputs[`action_percentages.${action}`] = input;
+      inputs[`config.action_percentages.${action}`] = input;
+      if (input.value.trim() !== "") {
+        percentages[action] = parseInteger(input.value);
+      } else if (flag?.action_percentages?.[action] !== undefined) {
+        // An emptied field removes the override, so the action follows the flag's percentage.
+        percentages[action] = null;
+      }
     }
     saveFlag(flag.name, { action_percentages: percentages }, inputs, fields);
   });
   return el("details", { class: "action-percentages" }, el("summary", { text: "Per-action percentages" }), form);
-}
-
-/**
- * Flag emptied fields whose action has a per-action percentage, and return
- * true when there is one. NOTE: PATCH /v1/flags merges per-action
- * percentages into the stored ones and has no way to remove one, so an
- * emptied field would silently keep the old value.
- */
-function rejectRemovedOverrides(form, fields) {
-  const flag = form.closest(".flag-card").flag;
-  let rejected = false;
-  for (const input of fields.querySelectorAll("input")) {
-    setFieldError(input, null);
-    const current = flag?.action_percentages?.[input.dataset.action];
-    if (input.value.trim() === "" && current !== undefined) {
-      setFieldError(input, `The API cannot remove a per-action percentage. Enter a value (now ${current} %) or use Emergency rollback.`);
-      rejected = true;
-    }
-  }
-  return rejected;
 }
 
 function renderActionFields(card, flag) {
