@@ -174,7 +174,6 @@ def test_audit_close_spills_and_next_writer_replays(private_postgres: PostgresSe
     writer.close()
     private_postgres.start()
     successor = AuditWriter(engine, spill_path=tmp_path)
-    successor.flush()
     successor.close()
 
     assert writer.spilled == 120

@@ -374,12 +374,15 @@ class AuditWriter:
         )
 
     def flush(self) -> None:
-        """Write everything queued now; raise if the database fails (the rows stay queued)."""
+        """Write everything queued in memory now; raise if the database fails (the rows stay queued).
+
+        Spill files are left to the writer thread and :meth:`close`, so a
+        caller that needs its own recent rows does not wait for a backlog.
+        """
         with self._flush_lock:
             while self._audits or self._stats or self._unwritten or self._stat_totals:
                 self._collect()
                 self._write_collected()
-            self._replay_spilled(max_files=None)
 
     def close(self) -> None:
         """Stop the writer and write what is left; spill it if the database is down."""
@@ -389,6 +392,8 @@ class AuditWriter:
             self._thread = None
         try:
             self.flush()
+            with self._flush_lock:
+                self._replay_spilled(max_files=None)
         except WRITE_ERRORS as error:
             with self._flush_lock:
                 self._collect()

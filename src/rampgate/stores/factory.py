@@ -12,7 +12,10 @@ from rampgate.stores.memory import MemoryCounterStore
 def open_counter_store(settings: Settings, clock: Callable[[], float] | None = None) -> Any:
     """Return a store for ``settings.counter_store``: memory, redis or postgres.
 
-    The memory store takes ``clock``; Redis and PostgreSQL use their server's clock.
+    The memory store takes ``clock``; Redis and PostgreSQL use their server's
+    clock. ``RAMPGATE_REDIS_URL`` selects Redis Cluster with the scheme
+    ``redis+cluster://HOST:PORT[,HOST:PORT…]``. The PostgreSQL store keeps its
+    counters in the catalog database, which ``rampgate migrate`` prepares.
     """
     kind = settings.counter_store
     if kind == "memory":

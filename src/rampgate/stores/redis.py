@@ -24,6 +24,7 @@ from urllib.parse import unquote
 import redis
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from rampgate.core.algorithms import Outcome
@@ -43,6 +44,8 @@ SCRIPT_FILES = {
 }
 MICROSECONDS = 1_000_000.0
 MAX_REDIRECTIONS = 5
+# redis-py raises RedisClusterException, which is not a RedisError, when no cluster node is reachable.
+CLIENT_ERRORS = (redis.RedisError, RedisClusterException)
 ASKING = pack_command("ASKING")
 PING = pack_command("PING")
 
@@ -152,7 +155,7 @@ class RedisCounterStore:
         self.breaker = CircuitBreaker("Redis", self.target)
 
         self.scripts = load_scripts()
-        self._client: Any = self._open_sync_client()
+        self._client: Any = None if self.is_cluster else self._open_sync_client()
         # Packed command heads and argument tails, keyed by the call's numbers.
         self._packed: dict[tuple[str, int, int, int, int], tuple[bytes, bytes]] = {}
         self._prefix_bytes = prefix.encode()
@@ -189,13 +192,24 @@ class RedisCounterStore:
             # Not fatal: decisions fail open until Redis responds, then NOSCRIPT loads the scripts.
             self.breaker.record_failure(error)
 
+    def _sync_client(self) -> Any:
+        """Return the redis-py client; a cluster client is opened on first use, since opening reads the slot map."""
+        client = self._client
+        if client is None:
+            client = self._client = self._open_sync_client()
+        return client
+
     def load_scripts(self) -> None:
         """Register every script with Redis (on every primary of a cluster)."""
         try:
-            for script in {script.sha: script for script in self.scripts.values()}.values():
-                self._client.script_load(script.source)
-        except redis.RedisError as error:
+            self._load_scripts()
+        except CLIENT_ERRORS as error:
             raise self._store_error(error, "SCRIPT LOAD") from error
+
+    def _load_scripts(self) -> None:
+        client = self._sync_client()
+        for script in {script.sha: script for script in self.scripts.values()}.values():
+            client.script_load(script.source)
 
     def consume(
         self, key: str, algorithm: str, limit: int, window_seconds: int, capacity: int, units: int
@@ -219,26 +233,28 @@ class RedisCounterStore:
         script = self.scripts[algorithm]
         full_key = self.prefix + key
         try:
-            try:
-                reply = self._client.evalsha(script.sha, 1, full_key, *arguments)
-            except redis.exceptions.NoScriptError:
-                logger.info("store.scripts_reloaded", extra={"store": "redis", "target": self.target})
-                self.load_scripts()
-                reply = self._client.evalsha(script.sha, 1, full_key, *arguments)
+            reply = self._evalsha(script, full_key, arguments)
         except redis.exceptions.ResponseError as error:
             raise StoreError(f"Redis at {self.target} rejected {script.name}: {error}", retryable=False) from error
-        except (redis.RedisError, StoreError) as error:
-            failure = error if isinstance(error, StoreError) else self._store_error(error, script.name)
+        except CLIENT_ERRORS as error:
+            failure = self._store_error(error, script.name)
             self.breaker.record_failure(failure)
-            if failure is error:
-                raise
             raise failure from error
 
         if self.breaker.is_open:
             self.breaker.record_success()
         return _outcome(reply)
 
-    def _store_error(self, error: redis.RedisError, operation: str) -> StoreError:
+    def _evalsha(self, script: Script, full_key: str, arguments: tuple[int, ...]) -> list[int]:
+        client = self._sync_client()
+        try:
+            return client.evalsha(script.sha, 1, full_key, *arguments)  # type: ignore[no-any-return]
+        except redis.exceptions.NoScriptError:
+            logger.info("store.scripts_reloaded", extra={"store": "redis", "target": self.target})
+            self._load_scripts()
+            return client.evalsha(script.sha, 1, full_key, *arguments)  # type: ignore[no-any-return]
+
+    def _store_error(self, error: Exception, operation: str) -> StoreError:
         if isinstance(error, redis.TimeoutError):
             return StoreTimeout(f"Redis at {self.target} did not answer {operation} within {self.timeout_ms} ms")
         return StoreError(f"Redis at {self.target} failed {operation}: {error}")
@@ -246,15 +262,18 @@ class RedisCounterStore:
     def ping(self) -> None:
         """Check that Redis responds, within the time budget; raise :class:`StoreError` if not."""
         try:
-            self._client.ping()
-        except redis.RedisError as error:
+            self._sync_client().ping()
+        except CLIENT_ERRORS as error:
             raise self._store_error(error, "PING") from error
 
     def close(self) -> None:
         """Close the sync connections; the async connection closes with :meth:`aclose`."""
+        client = self._client
+        if client is None:
+            return
         try:
-            self._client.close()
-        except redis.RedisError:
+            client.close()
+        except CLIENT_ERRORS:
             pass
 
     # -- async ---------------------------------------------------------------

@@ -105,7 +105,7 @@ class CircuitBreaker:
             self.rejected += 1
             raise StoreError(
                 f"{self.store} at {self.target} failed recently ({self.last_error}); "
-                f"calls fail fast until it answers again"
+                f"calls fail fast until it responds again"
             )
 
     def record_success(self) -> None:
