@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from rampgate import AsyncGate, Gate
 from rampgate.catalog import schema
 from rampgate.catalog.database import create_catalog_engine, migrate
+from rampgate.core.policies import Policy
 from rampgate.errors import StoreError
 from rampgate.settings import load_settings
 from rampgate.stores.base import counter_key
@@ -252,3 +253,21 @@ def consumes(store: PostgresCounterStore, key: str) -> bool:
     except StoreError:
         return False
     return True
+
+
+def test_redis_down_blocks_fail_closed_policy(private_redis: RedisServer, tmp_path: Path) -> None:
+    gate = redis_gate(private_redis, tmp_path)
+    try:
+        gate.catalog.set_policy(
+            Policy(scope="tier", tier="B", action="send_message", limit_value=60, window_seconds=60, fail_mode="closed")
+        )
+        gate.refresh()
+        private_redis.kill()
+
+        closed = gate.decide("user", "closed", "send_message")
+        opened = gate.decide("user", "closed", "create_post")
+    finally:
+        gate.close()
+
+    assert (closed.allowed, closed.mode, closed.reason, closed.retry_after) == (False, "enforce", "store_error", 1.0)
+    assert (opened.allowed, opened.mode, opened.reason) == (True, "fail_open", "store_error")
