@@ -15,8 +15,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psycopg
 import pytest
@@ -70,7 +70,7 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         command = [
             "redis-server",
             "--port", str(self.port),
@@ -124,7 +124,7 @@ class RedisClusterServers:
     def url(self) -> str:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
 
-    def start(self) -> "RedisClusterServers":
+    def start(self) -> RedisClusterServers:
         for node in self.nodes:
             node.start()
         subprocess.run(
@@ -186,7 +186,7 @@ class PostgresServer:
             [*prefix, *command], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=timeout
         )
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         if not self.data.exists():
             self._run(_postgres_bin("initdb"), "-D", str(self.data), "-U", POSTGRES_USER,
                       "--auth=trust", "-E", "UTF8", "--no-sync")

@@ -6,19 +6,19 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psycopg
 import pytest
 import sqlalchemy as sa
+from servers import PostgresServer, wait_until
 from sqlalchemy.engine import Engine
 
 from rampgate.catalog import schema
 from rampgate.catalog.audit import AuditWriter, prune_audits
 from rampgate.catalog.database import create_catalog_engine, migrate
 from rampgate.core.decision import Decision
-from servers import PostgresServer, private_postgres, wait_until  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -223,7 +223,7 @@ def test_audits_prune_command_prints_json(postgres_engine: Engine, postgres_url:
     result = subprocess.run(
         [RAMPGATE, "audits", "prune", "--older-than", "30d", "--json", "--batch-size", "2"],
         env={"RAMPGATE_DATABASE_URL": postgres_url, "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60, check=False,
     )
 
     assert result.returncode == 0, result.stderr
@@ -234,7 +234,7 @@ def test_audits_prune_command_rejects_bad_duration(postgres_url: str) -> None:
     result = subprocess.run(
         [RAMPGATE, "audits", "prune", "--older-than", "soon"],
         env={"RAMPGATE_DATABASE_URL": postgres_url, "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60, check=False,
     )
 
     assert result.returncode == 2

@@ -2,32 +2,26 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from collections import Counter
-from typing import Any, Iterator
+from multiprocessing.pool import Pool
+from typing import Any
 
 import pytest
-from multiprocessing.pool import Pool
+from gate_workers import fire_requests
 
 from rampgate.catalog.database import create_catalog_engine, migrate
 from rampgate.catalog.repository import Catalog
 from rampgate.core.policies import Policy
-from gate_workers import fire_requests
 
 pytestmark = pytest.mark.integration
 
+# The spawn_pool fixture's processes.
 PROCESSES = 4
 ALGORITHMS = ("token_bucket", "gcra", "fixed_window", "sliding_window")
 REDIS_URL = "redis://127.0.0.1:6379/0"
 # Generous, so that queueing for the store never turns a decision into fail_open.
 TIMEOUT_MS = 20_000
-
-
-@pytest.fixture(scope="module")
-def pool() -> Iterator[Pool]:
-    with multiprocessing.get_context("spawn").Pool(PROCESSES) as workers:
-        yield workers
 
 
 def prepare_catalog(database_url: str, algorithm: str, window_seconds: int) -> None:
@@ -46,14 +40,14 @@ def prepare_catalog(database_url: str, algorithm: str, window_seconds: int) -> N
 
 
 def fire_from_processes(
-    pool: Pool, database_url: str, store_settings: dict[str, Any], actor_ids: list[str]
+    spawn_pool: Pool, database_url: str, store_settings: dict[str, Any], actor_ids: list[str]
 ) -> list[tuple[str, bool, str]]:
     start_at = time.time() + 1.5
-    results = pool.starmap(fire_requests, [(database_url, store_settings, actor_ids, start_at)] * PROCESSES)
+    results = spawn_pool.starmap(fire_requests, [(database_url, store_settings, actor_ids, start_at)] * PROCESSES)
     return [decision for result in results for decision in result]
 
 
-def run_exactness(pool: Pool, database_url: str, store_settings: dict[str, Any], algorithm: str) -> None:
+def run_exactness(spawn_pool: Pool, database_url: str, store_settings: dict[str, Any], algorithm: str) -> None:
     """200 concurrent requests per process at one actor, and 2 per process at each of 1,000 others, at once.
 
     The window is an hour, so no unit comes back while the test runs: every
@@ -63,7 +57,7 @@ def run_exactness(pool: Pool, database_url: str, store_settings: dict[str, Any],
     single = f"one-{algorithm}"
     many = [f"many-{algorithm}-{number}" for number in range(1000)]
 
-    decisions = fire_from_processes(pool, database_url, store_settings, [single] * 200 + many * 2)
+    decisions = fire_from_processes(spawn_pool, database_url, store_settings, [single] * 200 + many * 2)
 
     assert Counter(mode for _, _, mode in decisions) == {"enforce": PROCESSES * 2200}
     one_actor = [allowed for actor, allowed, _ in decisions if actor == single]
@@ -83,10 +77,10 @@ POSTGRES_SETTINGS = {"counter_store": "postgres", "store_timeout_ms": TIMEOUT_MS
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_redis_processes_admit_exactly_limit(pool: Pool, postgres_url: str, redis_prefix: str, algorithm: str) -> None:
-    run_exactness(pool, postgres_url, redis_settings(redis_prefix), algorithm)
+def test_redis_processes_admit_exactly_limit(spawn_pool: Pool, postgres_url: str, redis_prefix: str, algorithm: str) -> None:
+    run_exactness(spawn_pool, postgres_url, redis_settings(redis_prefix), algorithm)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_postgres_processes_admit_exactly_limit(pool: Pool, postgres_url: str, algorithm: str) -> None:
-    run_exactness(pool, postgres_url, POSTGRES_SETTINGS, algorithm)
+def test_postgres_processes_admit_exactly_limit(spawn_pool: Pool, postgres_url: str, algorithm: str) -> None:
+    run_exactness(spawn_pool, postgres_url, POSTGRES_SETTINGS, algorithm)

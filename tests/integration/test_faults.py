@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from servers import PostgresServer, RedisServer, wait_until
 
 from rampgate import AsyncGate, Gate
 from rampgate.catalog import schema
@@ -21,7 +22,6 @@ from rampgate.errors import StoreError
 from rampgate.settings import load_settings
 from rampgate.stores.base import counter_key
 from rampgate.stores.postgres import PostgresCounterStore
-from servers import PostgresServer, RedisServer, private_postgres, private_redis, wait_until  # noqa: F401
 
 pytestmark = pytest.mark.integration
 

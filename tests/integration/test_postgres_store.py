@@ -5,19 +5,27 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import uuid
 import threading
-from typing import Any, Iterator
+import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
+from twins import (
+    ALGORITHMS,
+    POLICIES,
+    START_US,
+    assert_same_outcomes,
+    policy_numbers,
+    random_steps,
+    replay_python_twin,
+)
 
 from rampgate.catalog.database import create_catalog_engine, migrate
 from rampgate.errors import StoreError
 from rampgate.stores.base import counter_key
 from rampgate.stores.postgres import PostgresCounterStore, libpq_url
-from twins import ALGORITHMS, POLICIES, START_US, assert_same_outcomes, policy_numbers, random_steps
-from twins import replay_python_twin
 
 pytestmark = pytest.mark.integration
 

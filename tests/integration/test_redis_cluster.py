@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from multiprocessing.pool import Pool
 from typing import Any
 
 import pytest
-from multiprocessing.pool import Pool
-
 from redis.crc import key_slot
+from servers import RedisClusterServers
+from test_exactness import ALGORITHMS, TIMEOUT_MS, run_exactness
 
 from rampgate.stores.base import counter_key
 from rampgate.stores.redis import RedisCounterStore
-from servers import RedisClusterServers, redis_cluster  # noqa: F401  (fixture)
-from test_exactness import ALGORITHMS, TIMEOUT_MS, pool, run_exactness  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -24,9 +23,9 @@ def cluster_settings(cluster: RedisClusterServers, prefix: str) -> dict[str, Any
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_cluster_processes_admit_exactly_limit(
-    pool: Pool, postgres_url: str, redis_cluster: RedisClusterServers, algorithm: str
+    spawn_pool: Pool, postgres_url: str, redis_cluster: RedisClusterServers, algorithm: str
 ) -> None:
-    run_exactness(pool, postgres_url, cluster_settings(redis_cluster, f"exact-{algorithm}:"), algorithm)
+    run_exactness(spawn_pool, postgres_url, cluster_settings(redis_cluster, f"exact-{algorithm}:"), algorithm)
 
 
 def test_cluster_spreads_actors_over_nodes(redis_cluster: RedisClusterServers) -> None:

@@ -6,17 +6,24 @@ import asyncio
 import os
 import random
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
+from twins import (
+    ALGORITHMS,
+    POLICIES,
+    START_US,
+    assert_same_outcomes,
+    policy_numbers,
+    random_steps,
+    replay_python_twin,
+)
 
 from rampgate.errors import StoreError
 from rampgate.stores.base import counter_key
 from rampgate.stores.redis import RedisCounterStore, parse_cluster_url
-from servers import private_redis  # noqa: F401  (fixture)
-from twins import ALGORITHMS, POLICIES, START_US, assert_same_outcomes, policy_numbers, random_steps
-from twins import replay_python_twin
 
 pytestmark = pytest.mark.integration
 

@@ -23,13 +23,13 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import psycopg
-from psycopg.copy import QueuedLibpqWriter
 import sqlalchemy as sa
+from psycopg.copy import QueuedLibpqWriter
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -144,7 +144,7 @@ def default_spill_path() -> Path:
 
 
 def _timestamp(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, timezone.utc)
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 class AuditWriter:
@@ -440,8 +440,8 @@ class AuditWriter:
 
         columns = AUDIT_COLUMNS
         values = [dict(zip(columns, (*row[:7], json.loads(row[7]), _timestamp(row[8])))) for row in rows]
-        with self.engine.begin() as connection:
-            connection.execute(sa.insert(schema.rate_limit_audits), values)
+        with self.engine.begin() as database:
+            database.execute(sa.insert(schema.rate_limit_audits), values)
 
     def _upsert_stats(self, totals: dict[StatKey, list[int]]) -> None:
         values = [
@@ -646,11 +646,11 @@ def prune_audits(engine: Engine, older_than_seconds: float, batch_size: int = 10
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    cutoff = datetime.now(timezone.utc).timestamp() - older_than_seconds
+    cutoff = datetime.now(UTC).timestamp() - older_than_seconds
     cutoff_at = _timestamp(cutoff)
     audits = schema.rate_limit_audits
     stats = schema.rate_limit_decision_stats
-    row_id = sa.literal_column("ctid" if engine.dialect.name == "postgresql" else "rowid")
+    row_id: sa.ColumnElement[Any] = sa.literal_column("ctid" if engine.dialect.name == "postgresql" else "rowid")
 
     audit_batch = sa.delete(audits).where(
         audits.c.audit_id.in_(

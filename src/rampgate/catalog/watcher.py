@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import psycopg
 import sqlalchemy as sa

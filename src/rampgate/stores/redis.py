@@ -29,8 +29,14 @@ from redis.retry import Retry
 
 from rampgate.core.algorithms import Outcome
 from rampgate.errors import ConfigurationError, StoreError, StoreTimeout
-from rampgate.stores.redis_pipeline import ClusterRouter, RedisPipeline, RespError, ServerAddress, pack_command
-from rampgate.stores.redis_pipeline import parse_redirection
+from rampgate.stores.redis_pipeline import (
+    ClusterRouter,
+    RedisPipeline,
+    RespError,
+    ServerAddress,
+    pack_command,
+    parse_redirection,
+)
 from rampgate.stores.resilience import CircuitBreaker
 
 logger = logging.getLogger(__name__)
@@ -178,7 +184,7 @@ class RedisCounterStore:
             from redis.cluster import ClusterNode, RedisCluster
 
             return RedisCluster(
-                startup_nodes=[ClusterNode(host, port) for host, port in self._cluster_nodes],
+                startup_nodes=[ClusterNode(host, port) for host, port in self._cluster_nodes],  # type: ignore[no-untyped-call]
                 **self._cluster_options,
                 **options,
             )
@@ -399,7 +405,7 @@ class RedisCounterStore:
                 pipeline = await router.pipeline_for_slot(slot)
                 reply = await pipeline.call(command)
                 if reply.__class__ is list:
-                    return reply  # type: ignore[no-any-return]
+                    return reply
                 redirection = parse_redirection(reply.message) if isinstance(reply, RespError) else None
                 if redirection is None:
                     return await self._aretry(pipeline, command, reply, algorithm)
@@ -414,7 +420,7 @@ class RedisCounterStore:
                 reply = await target.call(command)
                 await asking
                 if reply.__class__ is list:
-                    return reply  # type: ignore[no-any-return]
+                    return reply
                 return await self._aretry(target, command, reply, algorithm)
         except StoreError as error:
             router.needs_refresh = True

@@ -217,7 +217,7 @@ class RedisPipeline:
                         lambda: protocol, address.host, address.port, ssl=context
                     )
                 self._protocol = protocol
-                self._transport = transport  # type: ignore[assignment]
+                self._transport = transport
                 await self._handshake()
         except TimeoutError as error:
             self.close()
