@@ -258,3 +258,53 @@ def test_redis_ping_reports_reachability(private_redis) -> None:  # type: ignore
         store.ping()
     with pytest.raises(StoreError):
         asyncio.run(aping())
+
+
+def test_redis_async_wrong_password_fails_open(private_redis) -> None:  # type: ignore[no-untyped-def]
+    client = private_redis.client()
+    client.config_set("requirepass", "right-password")
+    client.close()
+    store = RedisCounterStore(
+        private_redis.url.replace("redis://", "redis://:wrong-password@"), timeout_ms=500, preload=False
+    )
+
+    async def scenario() -> str:
+        try:
+            await store.aconsume("gcra:x:{user:1}", "gcra", 5, 60, 5, 1)
+        except StoreError as error:
+            return str(error)
+        finally:
+            await store.aclose()
+        return "no error"
+
+    message = asyncio.run(scenario())
+
+    assert "rejected AUTH" in message
+    assert "wrong-password" not in message
+
+
+def test_redis_password_and_database_from_url(private_redis) -> None:  # type: ignore[no-untyped-def]
+    client = private_redis.client()
+    client.config_set("requirepass", "s3cret")
+    client.close()
+    url = f"redis://:s3cret@127.0.0.1:{private_redis.port}/3"
+    store = RedisCounterStore(url, prefix="auth:", timeout_ms=1000)
+    key = counter_key("token_bucket", "tier:B:auth", "user", "u-auth")
+
+    first = store.consume(key, "token_bucket", 5, 60, 5, 1)
+
+    async def scenario() -> Any:
+        try:
+            return await store.aconsume(key, "token_bucket", 5, 60, 5, 1)
+        finally:
+            await store.aclose()
+
+    second = asyncio.run(scenario())
+    checker = redis.Redis(port=private_redis.port, password="s3cret", db=3)
+    try:
+        stored = checker.exists("auth:" + key)
+    finally:
+        checker.close()
+    assert first[1] == 4
+    assert second[1] == 3
+    assert stored == 1

@@ -227,6 +227,10 @@ class RedisPipeline:
         except OSError as error:
             self.close()
             raise StoreError(f"cannot connect to Redis at {address.target}: {error}") from error
+        except StoreError:
+            # AUTH or SELECT was rejected, or the connection dropped during them.
+            self.close()
+            raise
 
     async def _handshake(self) -> None:
         address = self.address
