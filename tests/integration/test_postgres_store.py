@@ -6,12 +6,14 @@ import asyncio
 import os
 import random
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
+from servers import wait_until
 from twins import (
     ALGORITHMS,
     POLICIES,
@@ -23,7 +25,7 @@ from twins import (
 )
 
 from rampgate.catalog.database import create_catalog_engine, migrate
-from rampgate.errors import StoreError
+from rampgate.errors import StoreError, StoreTimeout
 from rampgate.stores.base import counter_key
 from rampgate.stores.postgres import PostgresCounterStore, libpq_url
 
@@ -201,3 +203,43 @@ def test_postgres_aping_reports_reachability(migrated_url: str) -> None:
             await store.aclose()
 
     asyncio.run(aping())
+
+
+def test_postgres_lock_wait_exceeds_budget(migrated_url: str) -> None:
+    async_store = PostgresCounterStore(migrated_url, timeout_ms=200)
+    sync_store = PostgresCounterStore(migrated_url, timeout_ms=200)
+    key = counter_key("token_bucket", "tier:B:locked", "user", "u-locked")
+    sync_store.consume(key, "token_bucket", 5, 60, 5, 1)
+    holder = psycopg.connect(libpq_url(migrated_url))
+    holder.execute("select * from rate_limit_counters where counter_key = %s for update", (key,))
+
+    async def scenario() -> tuple[type[BaseException] | None, float]:
+        started = time.perf_counter()
+        try:
+            await async_store.aconsume(key, "token_bucket", 5, 60, 5, 1)
+        except StoreError as error:
+            return type(error), time.perf_counter() - started
+        finally:
+            await async_store.aclose()
+        return None, time.perf_counter() - started
+
+    try:
+        failure, elapsed = asyncio.run(scenario())
+        with pytest.raises(StoreTimeout):
+            sync_store.consume(key, "token_bucket", 5, 60, 5, 1)
+    finally:
+        holder.rollback()
+        holder.close()
+
+    wait_until(lambda: consumes(sync_store, key), 5, interval=0.05, what="the counter usable after the lock is gone")
+    sync_store.close()
+    assert failure is StoreTimeout
+    assert elapsed < 10 * 0.2
+
+
+def consumes(store: PostgresCounterStore, key: str) -> bool:
+    try:
+        store.consume(key, "token_bucket", 5, 60, 5, 1)
+    except StoreError:
+        return False
+    return True
