@@ -230,12 +230,12 @@ def test_sql_changes_reach_serve_workers(migrated_url: str, redis_prefix: str, t
             psql(migrated_url, statement)
             seen = poll_decisions(server.url, actor_id, seconds=2.0)
             stale = [at for at, state in seen if state != expected]
-            # The delay lasts until the last response that still showed the old state.
+            # The delay lasts until the last request that still got the old state.
             delays[name] = (max(stale) - issued) if stale else 0.0
             assert [state for _, state in seen[-10:]] == [expected] * 10, name
 
     for name, delay in delays.items():
-        print(f"rampgate serve --workers 2, {name}: last old answer {delay * 1000:.0f} ms after psql started")
+        print(f"rampgate serve --workers 2, {name}: last old decision requested {delay * 1000:.0f} ms after psql started")
     assert max(delays.values()) < 1.0
 
 
@@ -255,10 +255,15 @@ def check(url: str, actor_id: str) -> tuple[str, int, str]:
 
 
 def poll_decisions(url: str, actor_id: str, seconds: float) -> list[tuple[float, tuple[str, int, str]]]:
-    """Request decisions for ``seconds``; return (arrival time, (mode, limit, tier)) pairs."""
+    """Request decisions for ``seconds``; return (time the request was sent, (mode, limit, tier)) pairs.
+
+    A worker decides between sending and receiving, so the send time is the
+    earliest moment at which an answer shows the worker's state, and the
+    response time of a loaded machine does not count as propagation delay.
+    """
     seen = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        state = check(url, actor_id)
-        seen.append((time.monotonic(), state))
+        sent = time.monotonic()
+        seen.append((sent, check(url, actor_id)))
     return seen
