@@ -16,6 +16,7 @@ afterwards.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import uuid
 from datetime import datetime, timezone
@@ -95,12 +96,12 @@ class Rows:
 
 def run(quick: bool, *, tiny: bool = False) -> dict[str, Any]:
     """Time the audit writer's flush and a bare COPY of the same rows; return the result dict."""
-    from rampgate.catalog.audit import COPY_AUDITS, COPY_TYPES, JSONB_VERSION, AuditWriter, audit_values
+    from rampgate.catalog.audit import COPY_AUDITS, COPY_TYPES, AuditWriter
     from rampgate.catalog.database import create_catalog_engine, migrate
 
     result = new_result(NAME, TITLE)
     rounds = 1 if tiny else 3 if quick else 7
-    rows_per_round = 2_000 if tiny else 50_000 if quick else 200_000
+    rows_per_round = 2_000 if tiny else 30_000 if quick else 200_000
     database = _create_database()
     url = _database_url(database)
     engine = create_catalog_engine(url)
@@ -111,13 +112,7 @@ def run(quick: bool, *, tiny: bool = False) -> dict[str, Any]:
         rows = Rows(rows_per_round)
         with tempfile.TemporaryDirectory(prefix="rampgate-bench-audit-") as spill_directory:
             writer = AuditWriter(engine, spill_path=Path(spill_directory), max_buffer=rows_per_round * 2)
-            # Recorded as (decision, units, now, request_id, context); a queued
-            # row is (decision, units, request_id, context, now).
-            values = [audit_values(row[0:2] + row[3:5] + row[2:3]) for row in rows.recorded]
-            copy_rows = [
-                (*row[:7], JSONB_VERSION + row[7].encode(), datetime.fromtimestamp(row[8], timezone.utc))
-                for row in values
-            ]
+            copy_rows = [_column_values(*row) for row in rows.recorded]
 
             def writer_batch() -> tuple[int, float]:
                 rows.queue(writer)
@@ -153,6 +148,18 @@ def run(quick: bool, *, tiny: bool = False) -> dict[str, Any]:
 
     _report(result, stats, rows_per_round, written, stored, rounds)
     return result
+
+
+def _column_values(decision: Any, units: int, now: float, request_id: str | None, context: Any) -> tuple[Any, ...]:
+    """The binary COPY values of one decision, as the audit writer's columns hold them."""
+    from rampgate.catalog.audit import JSONB_VERSION, audit_context
+
+    context_json = json.dumps(audit_context(decision, units, context), separators=(",", ":"))
+    return (
+        decision.actor_type, decision.actor_id, decision.action, decision.allowed, decision.remaining,
+        units if decision.allowed else 0, request_id, JSONB_VERSION + context_json.encode(),
+        datetime.fromtimestamp(now, timezone.utc),
+    )
 
 
 def _report(

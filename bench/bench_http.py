@@ -97,8 +97,8 @@ def run(quick: bool, *, tiny: bool = False) -> dict[str, Any]:
     if importlib.util.find_spec("rampgate.cli.serve_command") is None:
         raise Skip("rampgate serve (rampgate/cli/serve_command.py) is not present")
     result = new_result(NAME, TITLE)
-    rounds = 1 if tiny else 3 if quick else 7
-    seconds = 1.0 if tiny else 3.0 if quick else 8.0
+    rounds = 1 if tiny else 2 if quick else 7
+    seconds = 1.0 if tiny else 2.0 if quick else 8.0
 
     processes: list[subprocess.Popen[bytes]] = []
     figures: dict[str, list[dict[str, Any]]] = {RAMPGATE: [], BARE: []}

@@ -56,7 +56,7 @@ def run(quick: bool, *, tiny: bool = False) -> dict[str, Any]:
     ``tiny`` tracks 2,000 actors, for tests of the benchmark itself.
     """
     result = new_result(NAME, TITLE)
-    actors = 2_000 if tiny else 200_000 if quick else 1_000_000
+    actors = 2_000 if tiny else 100_000 if quick else 1_000_000
 
     tracemalloc.start()
     from rampgate.core.flags import ENFORCEMENT_FLAG

@@ -309,9 +309,9 @@ def run(quick: bool, *, tiny: bool = False) -> dict[str, Any]:
         raise Skip(f"rampgate's Redis store is not available ({error})") from error
 
     result = new_result(NAME, TITLE)
-    rounds = 1 if tiny else 5 if quick else 11
-    sequential_operations = 200 if tiny else 2_000 if quick else 10_000
-    concurrent_operations = 640 if tiny else 6_400 if quick else 32_000
+    rounds = 1 if tiny else 3 if quick else 11
+    sequential_operations = 200 if tiny else 1_000 if quick else 10_000
+    concurrent_operations = 640 if tiny else 3_200 if quick else 32_000
     prefix = f"rampgate-bench-{uuid.uuid4().hex[:12]}:"
     actor_ids = [f"u-{number % ACTORS}" for number in range(max(sequential_operations, concurrent_operations))]
 

@@ -39,9 +39,17 @@ from rampgate.core.decision import Decision
 
 logger = logging.getLogger(__name__)
 
-# (decision, units, request_id, context, created_at): the row is built by the
-# writer thread, so the request path only appends a tuple.
-AuditRow = tuple[Decision, int, str | None, dict[str, Any] | None, float]
+# (actor_type, actor_id, action, allowed, remaining, units, request_id,
+# context, created_at, tier, policy, reason, retry_after): the decision's
+# fields, copied on the request path, and the writer thread builds the column
+# values. A tuple of strings and numbers is untracked by the cyclic garbage
+# collector after its first collection, while a queued Decision object stays
+# tracked; at 100,000 queued rows the collector's passes over them took about
+# as long as the decisions themselves (BENCHMARKS.md, comparison 1).
+AuditRow = tuple[
+    str, str, str, bool, "int | None", int, "str | None", "dict[str, Any] | None", float,
+    str, "str | None", str, "float | None",
+]
 # (minute, action, tier, mode, in_cohort, reason, would_block)
 StatRow = tuple[int, str, str, str, bool, str, bool]
 # The columns of one audit row as written and spilled, created_at in Unix seconds.
@@ -91,13 +99,19 @@ class NullRecorder:
 
 def audit_context(decision: Decision, units: int, context: dict[str, Any] | None) -> dict[str, Any]:
     """The ``context`` column: the caller's context plus the decision's tier, policy and reason."""
+    return _merge_context(context, decision.tier, decision.policy, decision.reason, units, decision.retry_after)
+
+
+def _merge_context(
+    context: dict[str, Any] | None, tier: str, policy: str | None, reason: str, units: int, retry_after: float | None
+) -> dict[str, Any]:
     merged: dict[str, Any] = dict(context) if context else {}
-    merged["tier"] = decision.tier
-    merged["policy"] = decision.policy
-    merged["reason"] = decision.reason
+    merged["tier"] = tier
+    merged["policy"] = policy
+    merged["reason"] = reason
     merged["cost"] = units
-    if decision.retry_after:
-        merged["retry_after"] = decision.retry_after
+    if retry_after:
+        merged["retry_after"] = retry_after
     return merged
 
 
@@ -109,24 +123,26 @@ def audit_values(row: AuditRow) -> tuple[Any, ...]:
     formatted directly, which costs a fraction of ``json.dumps`` on a dict;
     the result equals ``json.dumps(audit_context(...))`` without spaces.
     """
-    decision, units, request_id, context, created_at = row
-    allowed = decision.allowed
+    (
+        actor_type, actor_id, action, allowed, remaining, units, request_id, context, created_at,
+        tier, policy, reason, retry_after,
+    ) = row
     if context:
-        context_json = json.dumps(audit_context(decision, units, context), separators=(",", ":"), default=str)
+        merged = _merge_context(context, tier, policy, reason, units, retry_after)
+        context_json = json.dumps(merged, separators=(",", ":"), default=str)
     else:
         # tier and reason are fixed vocabularies, so only the policy name needs escaping.
-        retry_after = decision.retry_after
         context_json = (
-            f'{{"tier":"{decision.tier}","policy":{_json_string(decision.policy)},'
-            f'"reason":"{decision.reason}","cost":{units}'
+            f'{{"tier":"{tier}","policy":{_json_string(policy)},'
+            f'"reason":"{reason}","cost":{units}'
             + (f',"retry_after":{retry_after!r}}}' if retry_after else "}")
         )
     return (
-        decision.actor_type,
-        decision.actor_id,
-        decision.action,
+        actor_type,
+        actor_id,
+        action,
         allowed,
-        decision.remaining,
+        remaining,
         units if allowed else 0,
         request_id,
         context_json,
@@ -237,7 +253,11 @@ class AuditWriter:
             if len(self._audits) >= self.max_buffer:
                 self._drop()
                 return
-            self._audits.append((decision, units, request_id, context, now))
+            self._audits.append((
+                decision.actor_type, decision.actor_id, decision.action, decision.allowed, decision.remaining,
+                units, request_id, context, now, decision.tier, decision.policy, decision.reason,
+                decision.retry_after,
+            ))
             return
 
         if len(self._stats) >= self.max_buffer:
