@@ -39,7 +39,7 @@ COMPARISONS: tuple[tuple[str, str, str], ...] = (
     ("simulate", "bench.bench_simulate", "Trace replay, rampgate simulate"),
 )
 
-# Longest a child may run before it is stopped and reported as failed.
+# Maximum seconds a child may run before it is stopped and reported as failed.
 TIMEOUT_SECONDS = {True: 300, False: 3600}
 
 INTRODUCTION = """

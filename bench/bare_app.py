@@ -1,7 +1,7 @@
 """The baseline of the HTTP comparison: a bare Starlette JSON endpoint, served as ``rampgate serve`` serves.
 
-``POST /v1/check`` parses the JSON body and answers a fixed JSON object of
-the size of a decision; ``GET /healthz`` answers ``{"status": "ok"}``. Run it
+``POST /v1/check`` parses the JSON body and returns a fixed JSON object of
+the size of a decision; ``GET /healthz`` returns ``{"status": "ok"}``. Run it
 with ``python -m bench.bare_app --port P``: uvicorn with uvloop and
 httptools, one worker, no access log, the options of ``rampgate serve``.
 """

@@ -2,9 +2,9 @@
 
 Each round queues rows on a :class:`rampgate.catalog.audit.AuditWriter`
 (outside the timing) and times ``AuditWriter.flush()``, the call the
-writer's thread makes every ``flush_interval``: it builds the column values of
-every queued decision and writes them with COPY, in batches split over its
-COPY connections. The rows come from real ``Gate.decide`` calls (memory
+writer's thread makes every ``flush_interval``. It builds the column values
+of every queued decision and writes them with COPY, in batches split over
+its COPY connections. The rows come from real ``Gate.decide`` calls (memory
 store, flag at 100 %, a mix of allowed and limited decisions of 10,000
 actors), so they carry the fields and context a service writes.
 
@@ -25,12 +25,14 @@ from time import perf_counter
 from typing import Any
 
 from bench.machine import POSTGRES_ADMIN_URL
-from bench.runner import Skip, Stats, add_table, add_target, measure, new_result, rate, ratio, spread
+from bench.runner import Skip, Stats, add_table, add_target, measure, new_result, rate, ratio, size_of_run, spread
 
 NAME = "audit"
 TITLE = "Audit ingestion into PostgreSQL"
 TARGET_ROWS_PER_SECOND = 50_000
 ACTORS = 10_000
+# (rounds, rows per round) by size of run.
+SIZES = {"tiny": (1, 2_000), "quick": (3, 30_000), "full": (7, 200_000)}
 
 
 def _database_url(name: str) -> str:
@@ -100,8 +102,7 @@ def run(quick: bool, *, tiny: bool = False) -> dict[str, Any]:
     from rampgate.catalog.database import create_catalog_engine, migrate
 
     result = new_result(NAME, TITLE)
-    rounds = 1 if tiny else 3 if quick else 7
-    rows_per_round = 2_000 if tiny else 30_000 if quick else 200_000
+    rounds, rows_per_round = SIZES[size_of_run(quick, tiny)]
     database = _create_database()
     url = _database_url(database)
     engine = create_catalog_engine(url)
@@ -151,7 +152,7 @@ def run(quick: bool, *, tiny: bool = False) -> dict[str, Any]:
 
 
 def _column_values(decision: Any, units: int, now: float, request_id: str | None, context: Any) -> tuple[Any, ...]:
-    """The binary COPY values of one decision, as the audit writer's columns hold them."""
+    """Build the binary COPY values of one decision, as the audit writer writes them."""
     from rampgate.catalog.audit import JSONB_VERSION, audit_context
 
     context_json = json.dumps(audit_context(decision, units, context), separators=(",", ":"))

@@ -1,9 +1,9 @@
 """Comparison 5: the approach rampgate replaces, every decision read from and written to PostgreSQL.
 
-The per-request approach, written as such services usually are: for every
-request read the flag, the actor's trust profile and the policy from
-PostgreSQL, count the actor's allowed audit rows within the window, decide,
-and insert the audit row, each statement in autocommit. It runs on the real
+The per-request approach is written as such services usually are. For every
+request it reads the flag, the actor's trust profile and the policy from
+PostgreSQL, counts the actor's allowed audit rows within the window, decides,
+and inserts the audit row, each statement in autocommit. It runs on the real
 rampgate schema (its tables and indexes) in a private database that is
 created for the comparison and dropped afterwards.
 
@@ -28,7 +28,8 @@ from time import perf_counter
 from typing import Any, Awaitable, Callable
 
 from bench.machine import POSTGRES_ADMIN_URL, REDIS_URL
-from bench.runner import Skip, Stats, add_table, add_target, measure, micros, new_result, rate, ratio, spread
+from bench.runner import Skip, Stats, add_table, add_target, measure, micros, new_result, rate, ratio, size_of_run
+from bench.runner import spread
 
 NAME = "database"
 TITLE = "Per-request PostgreSQL, the approach rampgate replaces"
@@ -40,6 +41,8 @@ CLIENTS = 16
 ACTORS = 1_000
 TARGET_RATIO = 10.0
 FLAG = "rate_limit_enforcement"
+# (rounds, per-request decisions per round, rampgate decisions per round) by size of run.
+SIZES = {"tiny": (1, 64, 320), "quick": (3, 800, 4_000), "full": (7, 3_000, 16_000)}
 
 # The per-request approach, one statement per step, as the queries in the
 # operators' runbook read these tables.
@@ -178,9 +181,7 @@ def run(quick: bool, *, tiny: bool = False) -> dict[str, Any]:
     """Measure both approaches with 16 clients and the burst; return the result dict."""
     _check_redis()
     result = new_result(NAME, TITLE)
-    rounds = 1 if tiny else 3 if quick else 7
-    legacy_operations = 64 if tiny else 800 if quick else 3_000
-    rampgate_operations = 320 if tiny else 4_000 if quick else 16_000
+    rounds, legacy_operations, rampgate_operations = SIZES[size_of_run(quick, tiny)]
     prefix = f"rampgate-bench-{uuid.uuid4().hex[:12]}:"
     database = _create_database()
     loop = asyncio.new_event_loop()

@@ -1,7 +1,7 @@
 """Comparison 3: flag evaluations per second, rampgate's cohort check against Unleash, GrowthBook and OpenFeature.
 
-Every contender answers "is this actor in the 50 % rollout of the flag?" for
-10,000 actors taken in turn. rampgate answers with
+Every contender decides "is this actor in the 50 % rollout of the flag?" for
+10,000 actors taken in turn. rampgate decides with
 :func:`rampgate.core.bucketing.is_in_cohort` and with
 ``CatalogSnapshot.is_in_cohort`` (the route read from the snapshot's cache,
 as ``Gate.decide`` reads it). The baseline is a bare ``mmh3.hash`` call on
@@ -21,7 +21,8 @@ import socket
 import tempfile
 from typing import Any, Callable
 
-from bench.runner import Stats, add_table, add_target, cpu_time, measure, micros, new_result, rate, ratio, spread
+from bench.runner import Stats, add_table, add_target, cpu_time, measure, micros, new_result, rate, ratio, size_of_run
+from bench.runner import spread
 
 NAME = "flags"
 TITLE = "Flag evaluations per second"
@@ -35,6 +36,8 @@ TARGETS = (
     ("GrowthBook", 3.0, "at least"),
 )
 BARE_HASH_MAX_SLOWDOWN = 3.0
+# (rounds, passes over the actors per round, actors) by size of run.
+SIZES = {"tiny": (1, 1, 200), "quick": (7, 1, ACTORS), "full": (15, 5, ACTORS)}
 
 
 class NetworkGuard:
@@ -218,9 +221,7 @@ def run(quick: bool, *, tiny: bool = False) -> dict[str, Any]:
     ``tiny`` runs one round on 200 actors, for tests of the benchmark itself.
     """
     result = new_result(NAME, TITLE)
-    rounds = 1 if tiny else 7 if quick else 15
-    repeats = 1 if quick or tiny else 5
-    actors = 200 if tiny else ACTORS
+    rounds, repeats, actors = SIZES[size_of_run(quick, tiny)]
     actor_ids = [f"u-{number}" for number in range(actors)] * repeats
     keys = [f"{FLAG}:{actor_id}" for actor_id in actor_ids]
 

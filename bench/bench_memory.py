@@ -17,7 +17,7 @@ import os
 import tracemalloc
 from typing import Any
 
-from bench.runner import add_table, add_target, new_result
+from bench.runner import add_table, add_target, new_result, size_of_run
 
 NAME = "memory"
 TITLE = "Memory per tracked actor, memory store"
@@ -25,10 +25,12 @@ ACTION = "api_call"
 WINDOW_SECONDS = 60
 TARGET_BYTES_PER_ACTOR = 300
 TARGET_RESIDUE = 0.10
+# Actors tracked, by size of run.
+SIZES = {"tiny": 2_000, "quick": 100_000, "full": 1_000_000}
 
 
 class ManualClock:
-    """A clock that moves only when told, so no counter expires while actors are added."""
+    """A clock that moves only when the comparison advances it, so no counter expires while actors are added."""
 
     def __init__(self) -> None:
         self.now = 1_700_000_000.0
@@ -56,7 +58,7 @@ def run(quick: bool, *, tiny: bool = False) -> dict[str, Any]:
     ``tiny`` tracks 2,000 actors, for tests of the benchmark itself.
     """
     result = new_result(NAME, TITLE)
-    actors = 2_000 if tiny else 100_000 if quick else 1_000_000
+    actors = SIZES[size_of_run(quick, tiny)]
 
     tracemalloc.start()
     from rampgate.core.flags import ENFORCEMENT_FLAG

@@ -7,8 +7,8 @@ JSON object: requests completed, requests per second, the latency
 percentiles in milliseconds and the count of each status. Each request
 names the next of ``--actors`` actors in turn. It speaks just enough HTTP
 for these servers (a ``Content-Length`` body, no chunked responses), on
-uvloop when it is installed, so one core drives far more requests than the
-servers answer.
+uvloop when it is installed, so one core sends far more requests than the
+servers can serve.
 """
 
 from __future__ import annotations

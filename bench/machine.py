@@ -42,7 +42,7 @@ def cpu_model() -> str:
 
 
 def redis_version(url: str = REDIS_URL) -> str | None:
-    """Return the Redis server version, None when no server answers within a second."""
+    """Return the Redis server version, None when no server responds within a second."""
     import redis
 
     try:
@@ -56,7 +56,7 @@ def redis_version(url: str = REDIS_URL) -> str | None:
 
 
 def postgres_version(url: str = POSTGRES_ADMIN_URL) -> str | None:
-    """Return the PostgreSQL server version, None when no server answers within a second."""
+    """Return the PostgreSQL server version, None when no server responds within a second."""
     import psycopg
 
     try:

@@ -24,7 +24,7 @@ Batch = Callable[[], tuple[int, float]]
 
 
 class Skip(Exception):
-    """A comparison cannot run here: a server or a module is missing. The message says which."""
+    """A comparison cannot run here because a server or a module is missing; the message names it."""
 
 
 @dataclass
@@ -98,6 +98,13 @@ def measure(
 #   notes           sentences printed under the tables
 #   skipped         None, or the reason the comparison did not run
 #   data            raw figures (medians, spreads, counts) for other tools
+
+
+def size_of_run(quick: bool, tiny: bool) -> str:
+    """Return the size of a run, ``tiny``, ``quick`` or ``full``: the key of each comparison's SIZES table."""
+    if tiny:
+        return "tiny"
+    return "quick" if quick else "full"
 
 
 def new_result(name: str, title: str) -> dict[str, Any]:

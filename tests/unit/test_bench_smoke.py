@@ -24,7 +24,7 @@ from bench.runner import Stats, measure  # noqa: E402
 
 RESULT_KEYS = {"name", "title", "tables", "targets", "notes", "skipped", "data"}
 # Comparisons that need no server, so a tiny run works anywhere.
-OFFLINE = ("decisions", "flags", "memory")
+OFFLINE = ("decisions", "flags", "memory", "simulate")
 
 
 @pytest.mark.parametrize(("name", "module_name"), [(name, module) for name, module, _ in COMPARISONS])
@@ -56,12 +56,16 @@ def tiny_results() -> dict[str, dict[str, Any]]:
     results = {}
     for name in OFFLINE:
         module_name = next(module for key, module, _ in COMPARISONS if key == name)
+        if importlib.util.find_spec(module_name) is None:
+            continue
         results[name] = importlib.import_module(module_name).run(quick=True, tiny=True)
     return results
 
 
 @pytest.mark.parametrize("name", OFFLINE)
 def test_bench_tiny_run_result(tiny_results: dict[str, dict[str, Any]], name: str) -> None:
+    if name not in tiny_results:
+        pytest.skip(f"the {name} comparison is not written yet")
     check_result(tiny_results[name], name)
 
 

@@ -31,7 +31,7 @@ class Route(NamedTuple):
 
 
 class DecisionPlan:
-    """What the request path needs for one ``(action, tier)``, resolved once per snapshot.
+    """The request path's resolved route and policy for one ``(action, tier)``, built once per snapshot.
 
     It combines the action's route and the tier's policy, ignoring actor
     overrides (see :class:`ActionPlans`). A plain slotted class rather than a
@@ -105,7 +105,7 @@ class DecisionPlan:
 class ActionPlans:
     """The decision plans of one action: one per tier, built on first use.
 
-    ``overridden`` holds the ``(actor_type, actor_id)`` pairs that have an
+    ``overridden`` contains the ``(actor_type, actor_id)`` pairs that have an
     enabled actor policy for this action; their requests take the general path.
     ``default`` is the plan of tier B, the tier of every actor without a trust
     profile.
