@@ -32,7 +32,7 @@ WINDOW_SECONDS = 60
 ACTION = "api_call"
 TARGET_RATIO = 2.0
 # (rounds, decisions per round and contender) by size of run.
-SIZES = {"tiny": (1, 500), "quick": (5, 10_000), "full": (15, 100_000)}
+SIZES = {"tiny": (1, 500), "quick": (5, 10_000), "full": (11, 100_000)}
 
 
 # -- contenders ----------------------------------------------------------------

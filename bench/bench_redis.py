@@ -38,7 +38,7 @@ BARE = "bare EVALSHA of an INCR script (redis-py)"
 INCR_SCRIPT = "return redis.call('INCR', KEYS[1])"
 STORE_TIMEOUT_MS = 2_000
 # (rounds, sequential decisions per round, concurrent decisions per round) by size of run.
-SIZES = {"tiny": (1, 200, 640), "quick": (3, 1_000, 3_200), "full": (11, 10_000, 32_000)}
+SIZES = {"tiny": (1, 200, 640), "quick": (3, 1_000, 3_200), "full": (7, 5_000, 12_800)}
 
 SEQUENTIAL_TARGET = 0.8
 CONCURRENT_TARGET = 1.5
