@@ -50,9 +50,13 @@ def server(tmp_path: Path) -> Iterator[ServerClient]:
         yield ServerClient(running.url, env["RAMPGATE_DATABASE_URL"])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Debian's Chromium, headless and kept off the network, with a throw-away HOME and profile.
+
+    Module scope, because Playwright's sync API keeps an asyncio event loop
+    running in the main thread until it exits, and pytest-asyncio tests
+    collected after the browser tests cannot start their own loop meanwhile.
 
     Playwright's ``launch`` creates the browser profile (the user data dir) in
     the driver's temporary folder, so TMPDIR points the driver at a folder of
