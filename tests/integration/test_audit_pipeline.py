@@ -279,3 +279,18 @@ def test_audit_parallel_copy_keeps_failed_part(postgres_engine: Engine, tmp_path
     assert written_before_retry == 7500
     assert count_audits(postgres_engine) == 10_000
     assert writer.written == 10_000
+
+
+def test_prune_audits_on_sqlite(sqlite_engine: Engine, tmp_path: Path) -> None:
+    writer = AuditWriter(sqlite_engine, spill_path=tmp_path)
+    old = time.time() - 2 * 86400
+    for number in range(9):
+        writer.record(decision(f"old-{number}"), 1, old, None, None)
+    writer.record(decision("new"), 1, time.time(), None, None)
+    writer.record(decision(mode="bypass", in_cohort=False), 1, old, None, None)
+    writer.close()
+
+    deleted = prune_audits(sqlite_engine, 86400, batch_size=4)
+
+    assert deleted == {"audits": 9, "decision_stats": 1}
+    assert count_audits(sqlite_engine) == 1
