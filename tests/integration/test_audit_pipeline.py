@@ -86,6 +86,21 @@ def test_audit_row_columns(postgres_engine: Engine, tmp_path: Path) -> None:
     assert row.created_at.timestamp() == NOW
 
 
+def test_audit_nul_characters_replaced(postgres_engine: Engine, tmp_path: Path) -> None:
+    writer = AuditWriter(postgres_engine, spill_path=tmp_path)
+    writer.record(decision("u\x00nul"), 1, NOW, "req\x00nul", {"note": "a\x00b"})
+    writer.record(decision("u-plain"), 1, NOW, "req-plain", None)
+
+    writer.flush()
+
+    with postgres_engine.connect() as connection:
+        rows = connection.execute(sa.select(schema.rate_limit_audits).order_by(schema.rate_limit_audits.c.actor_id)).all()
+    assert [row.actor_id for row in rows] == ["u-plain", "u\ufffdnul"]
+    assert rows[1].request_id == "req\ufffdnul"
+    assert rows[1].context["note"] == "a\ufffdb"
+    assert writer.write_errors == 0
+
+
 def test_audit_unenforced_decisions_counted_per_minute(postgres_engine: Engine, tmp_path: Path) -> None:
     writer = AuditWriter(postgres_engine, spill_path=tmp_path)
     for _ in range(3):

@@ -137,6 +137,14 @@ def audit_values(row: AuditRow) -> tuple[Any, ...]:
             f'"reason":"{reason}","cost":{units}'
             + (f',"retry_after":{retry_after!r}}}' if retry_after else "}")
         )
+    # PostgreSQL text and jsonb cannot hold NUL, and one such row would fail
+    # its whole batch again and again, so NUL becomes U+FFFD here.
+    if "\x00" in actor_id:
+        actor_id = actor_id.replace("\x00", "\ufffd")
+    if request_id is not None and "\x00" in request_id:
+        request_id = request_id.replace("\x00", "\ufffd")
+    if "\\u0000" in context_json:
+        context_json = context_json.replace("\\u0000", "\\ufffd")
     return (
         actor_type,
         actor_id,
