@@ -57,7 +57,9 @@ class RampgateContender:
             raise RuntimeError(f"the seeded tier-B {ACTION} policy changed: {policy}; update the comparison")
 
         # Large enough that no row of a round is dropped.
-        self.writer = AuditWriter(self.gate.engine, max_buffer=10_000_000) if audit else None
+        self.writer = (
+            AuditWriter(self.gate.engine, max_buffer=10_000_000, spill_path=directory / "spill") if audit else None
+        )
         if self.writer is not None:
             self.gate.recorder = self.writer
         self.allowed = 0

@@ -114,7 +114,7 @@ class RampgateGates:
         self.async_gate.refresh()
         self.writers = []
         for gate in (self.gate, self.async_gate):
-            writer = AuditWriter(gate.engine, max_buffer=10_000_000)
+            writer = AuditWriter(gate.engine, max_buffer=10_000_000, spill_path=directory / "spill")
             gate.recorder = writer
             self.writers.append(writer)
 

@@ -84,6 +84,7 @@ def describe_machine() -> dict[str, Any]:
     except AttributeError:
         usable_cores = None
     return {
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "cores": os.cpu_count(),
         "usable_cores": usable_cores,
         "cpu": cpu_model(),

@@ -128,12 +128,19 @@ def _machine_lines(machine: dict[str, Any]) -> list[str]:
         "| --- | --- |",
         f"| CPU | {machine['cpu']} |",
         f"| cores | {cores} |",
+        f"| load average at start (1, 5, 15 min) | {_load(machine.get('load_average'))} |",
         f"| Python | {machine['python']} |",
         f"| platform | {machine['platform']} |",
         f"| Redis server | {machine['redis'] or 'not reachable'} |",
         f"| PostgreSQL server | {machine['postgresql'] or 'not reachable'} |",
         f"| packages | {packages} |",
     ]
+
+
+def _load(load_average: Any) -> str:
+    if not load_average:
+        return "unknown"
+    return ", ".join(f"{value:.2f}" for value in load_average)
 
 
 def _cell(text: Any) -> str:
