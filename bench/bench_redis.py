@@ -411,27 +411,33 @@ def _report(result: dict[str, Any], sequential: dict[str, Stats], concurrent: di
 
 
 FINDINGS = """
-**Sequential: why rampgate trails the bare call and `limits`' fixed window.**
-One caller waits for every round trip, so the figure is the round trip plus
-the server's work plus the client's. `limits`' fixed window runs a two-line
-script (`INCRBY`, then `EXPIRE` on the first hit) that returns one integer,
-which is almost the bare baseline. rampgate's token-bucket script reads Redis
-`TIME`, parses the stored theoretical arrival time (`"<µs> <remainder>"`),
-computes the bucket in exact integer ticks, writes the key back with its
-expiry and returns five integers. Measured on this machine:
+**Sequential: where a call's time goes, and why `limits`' fixed window is
+ahead.** One caller waits for every round trip, so the figure is the round
+trip plus the server's work plus the client's. `limits`' fixed window runs a
+two-line script (`INCRBY`, then `EXPIRE` on the first hit) that returns one
+integer, which is almost the bare baseline. rampgate's token-bucket script
+reads Redis `TIME`, parses the stored theoretical arrival time
+(`"<µs> <remainder>"`), computes the bucket in exact integer ticks, writes the
+key back with its expiry and returns five integers. Measured on this machine
+while it was quiet (load average below 2):
 
 - server: `redis-benchmark` with one connection ran the token-bucket script
-  at 11,500 calls/s and the `INCR` script at 17,600 calls/s;
-- client: through redis-py, the token-bucket call cost 54 µs of client CPU
-  against 38 µs for the bare call and 42 µs for the bare call with the same
-  four extra arguments (median of 7 rounds of 1,000 calls); the difference
-  is packing four more arguments and parsing a five-integer reply;
-- `Gate.decide` adds about 2 µs to `RedisCounterStore.consume`.
+  at 17,000–30,000 calls/s, the `INCR` script at about 37,000 and `limits`'
+  script at about 35,000;
+- client: redis-py here has no hiredis, so it parses replies in pure Python.
+  The token-bucket call cost 50 µs of client CPU against 35 µs for the bare
+  call and 40 µs for the bare call with the same four extra arguments
+  (median of 7 rounds of 1,000 calls). With hiredis, loaded from a separate
+  directory for this measurement only, the figures were 37.5, 29 and 32 µs,
+  and `Gate.decide` on Redis used as much client CPU as `limits`' fixed
+  window (43 µs);
+- `Gate.decide` adds 2–4 µs to `RedisCounterStore.consume`.
 
-Closing the gap needs a cheaper script, with the TAT stored as one integer
-instead of a string to parse and fewer reply fields. It also needs a sync
-client that sends pre-packed commands as the async path does, instead of
-redis-py's generic command packing. Both are in `rampgate.stores.redis`.
+So the gap to `limits`' fixed window is the script's server time and, without
+hiredis, parsing five integers instead of one. Installing `redis[hiredis]`,
+storing the TAT as one integer and returning fewer fields would close most
+of it. Under heavy load the sequential figures move a lot: in a run at load
+average 8 the same comparison gave 0.48× the bare call.
 
 **64 tasks.** `AsyncGate` sends the decisions made in one event-loop tick to
 Redis in one write on one connection and parses the replies itself, while
