@@ -76,7 +76,7 @@ class DecisionEngine:
         """Raise :class:`rampgate.errors.InvalidInput` naming the first invalid argument."""
         if actor_type not in _ACTOR_TYPES:
             check_actor_type(actor_type)
-        if actor_id.__class__ is not str or not 0 < len(actor_id) <= 256:
+        if actor_id.__class__ is not str or not 0 < len(actor_id) <= 256 or "\x00" in actor_id:
             check_actor_id(actor_id)
         if action not in self._valid_actions:
             check_action(action)

@@ -128,6 +128,7 @@ class Gate(_GateBase):
             actor_type not in _ACTOR_TYPES
             or actor_id.__class__ is not str
             or not 0 < len(actor_id) <= 256
+            or "\x00" in actor_id
             or cost.__class__ is not int
             or not 0 < cost <= 1_000_000
         ):
@@ -357,6 +358,7 @@ def _resolve_plan(
         actor_type not in _ACTOR_TYPES
         or actor_id.__class__ is not str
         or not 0 < len(actor_id) <= 256
+        or "\x00" in actor_id
         or cost.__class__ is not int
         or not 0 < cost <= 1_000_000
     ):

@@ -38,6 +38,9 @@ def check_actor_type(actor_type: object, field: str = "actor_type") -> str:
 def check_actor_id(actor_id: object, field: str = "actor_id") -> str:
     if not isinstance(actor_id, str) or not 1 <= len(actor_id) <= MAX_ACTOR_ID_LENGTH:
         raise InvalidInput(field, actor_id, f"a string of 1 to {MAX_ACTOR_ID_LENGTH} characters")
+    # PostgreSQL text cannot hold NUL, so such an id could be neither counted nor audited there.
+    if "\x00" in actor_id:
+        raise InvalidInput(field, actor_id, f"a string of 1 to {MAX_ACTOR_ID_LENGTH} characters without NUL")
     return actor_id
 
 
