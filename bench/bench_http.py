@@ -221,8 +221,8 @@ with the other processes, so every tail includes waiting for a core; the
 bare endpoint's p99 in the table shows how much of it the machine alone
 causes. In 4-second side-by-side runs on the quiet machine, `rampgate serve`
 reached 4,200–4,400 requests/s with a p99 of 6.7–9.5 ms, and the same app
-with its audit writer turned off 4,500–4,900 requests/s with 6.2–8.5 ms: the
-writer thread, inserting into SQLite while it holds the GIL for part of each
-batch, costs about 8 % of the throughput. The full run's longer rounds also
+with its audit writer turned off 4,500–4,900 requests/s with 6.2–8.5 ms. The
+writer thread builds and inserts every batch inside the server process,
+which costs about 8 % of the throughput. The full run's longer rounds also
 catch rarer pauses of the server process, which is why its p99 is higher.
 """

@@ -34,8 +34,8 @@ class DecisionPlan:
     """The request path's resolved route and policy for one ``(action, tier)``, built once per snapshot.
 
     It combines the action's route and the tier's policy, ignoring actor
-    overrides (see :class:`ActionPlans`). A plain slotted class rather than a
-    frozen dataclass because ``Gate.decide`` reads several fields per request.
+    overrides (see :class:`ActionPlans`). Only :class:`ActionPlans` builds it,
+    from a route and a policy, and nothing changes it afterwards.
     """
 
     __slots__ = (
