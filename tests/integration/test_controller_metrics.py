@@ -93,7 +93,8 @@ def _seed(catalog: Catalog) -> None:
     ]
     minute = SINCE.replace(second=0)
     stats = [
-        _stat(minute, "fail_open", True, 3),
+        _stat(minute + timedelta(minutes=1), "fail_open", True, 3),
+        _stat(minute, "fail_open", True, 17),  # the minute the stage began in, before it began
         _stat(minute + timedelta(minutes=1), "fail_open", False, 5),
         _stat(minute + timedelta(minutes=1), "shadow", True, 7),
         _stat(minute - timedelta(minutes=10), "fail_open", True, 11),

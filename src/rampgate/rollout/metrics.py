@@ -25,7 +25,7 @@ Definitions, per window:
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,7 +44,6 @@ ABUSER_LEVELS: tuple[str, ...] = ("E4", "E5")
 ABUSER_TIER = "D"
 LEGITIMATE_TIER = "A"
 SQL_GATE_TIMEOUT_MS = 5000
-_MINUTE = timedelta(seconds=60)
 
 
 def _governed(column: Any, flag: Flag) -> Any:
@@ -177,9 +176,11 @@ def _errors(connection: Connection, flag: Flag, since: datetime, until: datetime
     stats = schema.rate_limit_decision_stats
     audits = schema.rate_limit_audits
 
-    # NOTE: fail-open decisions are counted per minute, so the minute in which
-    # the window starts is counted whole, including decisions made just before.
-    minute_conditions = [stats.c.minute > since - _MINUTE]
+    # NOTE: fail-open decisions are counted per minute, and a minute that began
+    # before the stage may hold decisions made before it, at another
+    # percentage. Only minutes that begin at or after the stage start count, so
+    # fail-open decisions in the stage's first, partial minute are not seen.
+    minute_conditions = [stats.c.minute >= since]
     if until is not None:
         minute_conditions.append(stats.c.minute <= until)
     fail_open = sa.select(sa.func.coalesce(sa.func.sum(stats.c.decisions), 0)).where(
