@@ -7,9 +7,9 @@ Every contender decides "is this actor in the 50 % rollout of the flag?" for
 as ``Gate.decide`` reads it). The baseline is a bare ``mmh3.hash`` call on
 the same strings, prebuilt.
 
-The peers run offline and never open a socket: UnleashClient is bootstrapped
-from a dict and never initialised (so no registration, polling, metrics or
-scheduler thread exists), GrowthBook gets its features as a dict and no API
+The peers run offline and never open a socket. UnleashClient is bootstrapped
+from a dict and never initialised, so no registration, polling, metrics or
+scheduler thread exists. GrowthBook gets its features as a dict and no API
 host or client key, and OpenFeature uses its in-memory provider. A guard
 replaces the socket functions for the whole comparison and fails it on any
 attempt to connect or resolve a name.

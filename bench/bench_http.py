@@ -7,8 +7,8 @@ thread, a service token, the flag enabled at 100 %. The baseline,
 :mod:`bench.bare_app`, parses the JSON body and returns a fixed decision.
 
 The load comes from :mod:`bench.loadgen` in a second process: 16 keep-alive
-connections, each sending the next request as soon as the last is answered,
-over 10,000 actors. Every round measures each server in turn, in a rotated
+connections, each sending the next request as soon as the last response
+arrives, over 10,000 actors. Every round measures each server in turn, in a rotated
 order; the figures are medians over the rounds.
 """
 

@@ -1,8 +1,8 @@
 """Gate.decide's inlined fast path against the step-by-step DecisionEngine pipeline.
 
 Two gates get the same catalog and the same clock. One decides through
-``Gate.decide``, the other through ``Gate._decide_general`` only, and every
-decision and every recorded audit entry must be identical, over random
+``Gate.decide``, the other through ``Gate._decide_general`` only. Every
+decision and every recorded audit entry must be identical over random
 requests that reach every branch: cohorts, shadow on and off, actor
 overrides, trust tiers, suspension, each algorithm, costs above capacity and
 actions without a policy.
