@@ -99,6 +99,14 @@ def test_flag_patch_null_removes_action_percentage(client: TestClient) -> None:
     assert response.json()["action_percentages"] == {"search": 20}
 
 
+def test_flag_patch_ungoverned_action_rejected(client: TestClient) -> None:
+    response = client.patch(f"/v1/flags/{FLAG}", json={"action_percentages": {"zzz": 5}}, headers=ADMIN)
+
+    assert response.status_code == 422
+    assert response.json()["value"] == "zzz"
+    assert client.get(f"/v1/flags/{FLAG}", headers=ADMIN).json()["action_percentages"] == {}
+
+
 def test_flag_patch_empty_changes_nothing(client: TestClient) -> None:
     before = client.get(f"/v1/flags/{FLAG}", headers=ADMIN).json()
 
@@ -129,6 +137,18 @@ def test_flag_patch_invalid_rejected(client: TestClient, body: dict, field: str,
     assert response.json()["value"] == value
     assert client.get(f"/v1/flags/{FLAG}", headers=ADMIN).json()["enabled"] is False
     assert client.get("/v1/changes", headers=ADMIN).json() == []
+
+
+@pytest.mark.parametrize(("percentage", "shown"), [("1e400", "Infinity"), ("NaN", "NaN"), ("-Infinity", "-Infinity")])
+def test_flag_patch_non_finite_rejected(client: TestClient, percentage: str, shown: str) -> None:
+    content = f'{{"enabled": true, "percentage": {percentage}}}'.encode()
+
+    response = client.patch(f"/v1/flags/{FLAG}", content=content, headers={**ADMIN, "Content-Type": "application/json"})
+
+    assert response.status_code == 422
+    assert response.json()["field"] == "percentage"
+    assert response.json()["value"] == shown
+    assert client.get(f"/v1/flags/{FLAG}", headers=ADMIN).json()["enabled"] is False
 
 
 def test_flag_patch_unknown_is_404(client: TestClient) -> None:
@@ -213,6 +233,16 @@ def test_limits_put_invalid_rejected(client: TestClient, change: dict, field: st
 
 
 @BOTH_CATALOGS
+def test_limits_put_non_finite_rejected(client: TestClient) -> None:
+    content = b'{"scope": "tier", "tier": "B", "action": "media_upload", "limit": 1e400, "window_seconds": 2}'
+
+    response = client.put("/v1/limits", content=content, headers={**ADMIN, "Content-Type": "application/json"})
+
+    assert response.status_code == 422
+    assert response.json()["field"] == "limit"
+    assert response.json()["value"] == "Infinity"
+
+
 def test_limits_delete(client: TestClient) -> None:
     created = client.put(
         "/v1/limits", json={"scope": "global", "action": "upload_video", "limit": 3, "window_seconds": 30},
@@ -280,6 +310,36 @@ def test_trust_put_invalid_rejected(client: TestClient, change: dict, field: str
     assert response.json()["field"] == field
     assert len(str(response.json()["value"])) <= 80
     assert client.get("/v1/trust", headers=ADMIN).json() == []
+
+
+@pytest.mark.parametrize("score", ["NaN", "Infinity", "1e400"])
+def test_trust_put_non_finite_rejected(client: TestClient, score: str) -> None:
+    content = f'{{"actor_type": "user", "actor_id": "u-9", "tier": "A", "trust_score": {score}}}'.encode()
+
+    response = client.put("/v1/trust", content=content, headers={**ADMIN, "Content-Type": "application/json"})
+
+    assert response.status_code == 422
+    assert response.json()["field"] == "trust_score"
+    assert client.get("/v1/trust", headers=ADMIN).json() == []
+
+
+@BOTH_CATALOGS
+def test_trust_delete_nul_actor_id_is_422(client: TestClient) -> None:
+    response = client.delete("/v1/trust/user/a%00b", headers=ADMIN)
+
+    assert response.status_code == 422
+    assert response.json()["field"] == "actor_id"
+    assert "NUL" in response.json()["message"]
+
+
+@pytest.mark.parametrize("report", ["top-blocked", "by-action", "by-hour", "recent", "timeseries"])
+@pytest.mark.parametrize("since", ["99999999999d", "64000000000"])
+def test_reports_since_over_100_years_is_422(client: TestClient, report: str, since: str) -> None:
+    response = client.get(f"/v1/reports/{report}", params={"since": since}, headers=READONLY)
+
+    assert response.status_code == 422
+    assert response.json()["field"] == "since"
+    assert "at most 100 years" in response.json()["message"]
 
 
 @BOTH_CATALOGS

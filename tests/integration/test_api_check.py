@@ -140,6 +140,17 @@ def test_check_malformed_json_is_400(client: TestClient, content: bytes) -> None
     assert response.json()["field"] == "body"
 
 
+@pytest.mark.parametrize(("cost", "shown"), [("NaN", "NaN"), ("Infinity", "Infinity"), ("-Infinity", "-Infinity"), ("1e400", "Infinity")])
+def test_check_non_finite_cost_is_422(client: TestClient, cost: str, shown: str) -> None:
+    content = f'{{"actor_type": "user", "actor_id": "u-1", "action": "search", "cost": {cost}}}'.encode()
+
+    response = client.post("/v1/check", content=content, headers={**SERVICE, "Content-Type": "application/json"})
+
+    assert response.status_code == 422
+    assert response.json()["field"] == "cost"
+    assert response.json()["value"] == shown
+
+
 def test_check_lone_surrogate_is_422(client: TestClient) -> None:
     content = b'{"actor_type": "user", "actor_id": "\\ud800", "action": "search"}'
 

@@ -306,3 +306,15 @@ def test_decision_fields() -> None:
     ]
     assert decision.retry_after_header == 12
     assert decision.to_dict("ru")["message"] == "Слишком много запросов. Повторите попытку через 12 секунд."
+
+
+@pytest.mark.parametrize("text", ["99999999999d", "5300w", "36525.1d", "9" * 400, 64_000_000_000, 1e300])
+def test_parse_duration_over_100_years(text: Any) -> None:
+    with pytest.raises(InvalidInput) as raised:
+        parse_duration(text, "since")
+    assert raised.value.field == "since"
+    assert "at most 100 years" in str(raised.value)
+
+
+def test_parse_duration_100_years_allowed() -> None:
+    assert parse_duration("36525d") == 100 * 365.25 * 86400

@@ -380,6 +380,10 @@ class Catalog:
         return after
 
     def delete_trust(self, actor_type: str, actor_id: str, *, changed_by: str = "unknown", via: str = "cli") -> None:
+        # Checked before the query, because PostgreSQL rejects a NUL in a text parameter with a DataError.
+        check_actor_type(actor_type)
+        check_actor_id(actor_id)
+
         table = schema.trust_profiles
         key = sa.and_(table.c.actor_type == actor_type, table.c.actor_id == actor_id)
         with self.engine.begin() as connection:

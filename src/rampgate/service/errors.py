@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from typing import Any
@@ -84,7 +85,13 @@ def _log_rejection(event: str, path: str, **fields: Any) -> None:
 
 
 def echoed_value(value: Any) -> Any:
-    """Return ``value`` as it can be repeated in an error body: JSON scalars as they are, the rest shortened."""
+    """Return ``value`` as it can be repeated in an error body: JSON scalars as they are, the rest shortened.
+
+    JSON has no NaN or infinity, so a non-finite float becomes the string
+    ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return json.dumps(value)
     if value is None or isinstance(value, (bool, int, float)):
         return value
     if isinstance(value, str):

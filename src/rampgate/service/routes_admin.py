@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from rampgate.catalog.repository import Catalog, flag_to_dict, policy_to_dict, trust_to_dict
-from rampgate.core.names import ACTOR_TYPES, MAX_ACTOR_ID_LENGTH
+from rampgate.core.names import ACTOR_TYPES, MAX_ACTOR_ID_LENGTH, check_actor_id, check_actor_type
 from rampgate.core.policies import Policy
 from rampgate.errors import InvalidInput, NotFound
 from rampgate.service.auth import Principal, require_admin_read, require_admin_write
@@ -199,6 +199,9 @@ def delete_trust(
     request: Request,
     principal: Writer,
 ) -> Response:
+    check_actor_type(actor_type)
+    check_actor_id(actor_id)
+
     catalog_of(request).delete_trust(actor_type, actor_id, changed_by=principal.name, via=principal.via)
     _refresh(request)
     logger.info("trust.deleted", extra={"actor_type": actor_type, "changed_by": principal.name, "via": principal.via})
