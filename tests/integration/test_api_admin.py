@@ -366,3 +366,14 @@ def test_malformed_json_rejected(client: TestClient) -> None:
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_input"
     assert response.json()["field"] == "body"
+
+
+def test_undecodable_body_rejected(client: TestClient) -> None:
+    response = client.patch(
+        f"/v1/flags/{FLAG}", content=b'{"percentage": "\xc3"}', headers={**ADMIN, "Content-Type": "application/json"}
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_input"
+    assert response.json()["field"] == "body"
+    assert "not valid UTF-8" in response.json()["message"]

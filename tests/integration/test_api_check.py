@@ -140,6 +140,25 @@ def test_check_malformed_json_is_400(client: TestClient, content: bytes) -> None
     assert response.json()["field"] == "body"
 
 
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b'{"actor_type": "\xff\xfe", "actor_id": "u-1", "action": "search"}', "not valid UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ],
+    ids=["invalid_utf8", "deep_nesting"],
+)
+def test_check_undecodable_body_is_400(client: TestClient, content: bytes, reason: str) -> None:
+    response = client.post("/v1/check", content=content, headers={**SERVICE, "Content-Type": "application/json"})
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_input"
+    assert response.json()["field"] == "body"
+    assert response.json()["value"] is None
+    assert response.json()["message"].startswith("malformed JSON in the request body: ")
+    assert reason in response.json()["message"]
+
+
 @pytest.mark.parametrize(("cost", "shown"), [("NaN", "NaN"), ("Infinity", "Infinity"), ("-Infinity", "-Infinity"), ("1e400", "Infinity")])
 def test_check_non_finite_cost_is_422(client: TestClient, cost: str, shown: str) -> None:
     content = f'{{"actor_type": "user", "actor_id": "u-1", "action": "search", "cost": {cost}}}'.encode()

@@ -45,6 +45,9 @@ _HTTP_ERROR_CODES = {
     415: "unsupported_media_type",
 }
 
+# The detail of the 400 that FastAPI raises when a body cannot be decoded (fastapi/routing.py, 0.165).
+_UNPARSABLE_BODY_DETAIL = "There was an error parsing the body"
+
 # Request locations that FastAPI puts first in a validation error's ``loc``.
 _LOCATIONS = frozenset({"body", "query", "path", "header", "cookie"})
 
@@ -183,7 +186,22 @@ def _database_error(request: Request, error: sa.exc.DBAPIError) -> JSONResponse:
     return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
 
+def _unparsable_body_reason(cause: BaseException | None) -> str:
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the body is not valid UTF-8 ({cause.reason} at byte {cause.start})"
+    if isinstance(cause, RecursionError):
+        return "the body is nested too deeply"
+    return "the body could not be parsed"
+
+
 def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    # FastAPI answers 400 with this detail, raised from the original exception, when the body
+    # cannot be decoded at all: invalid UTF-8 or nesting deeper than the recursion limit.
+    if error.status_code == 400 and error.detail == _UNPARSABLE_BODY_DETAIL:
+        message = f"malformed JSON in the request body: {_unparsable_body_reason(error.__cause__)}"
+        _log_rejection("http.malformed_json", request.url.path)
+        return JSONResponse(error_body("invalid_input", message, "body", None), status_code=400)
+
     code = _HTTP_ERROR_CODES.get(error.status_code, "http_error")
     message = error.detail if isinstance(error.detail, str) else code.replace("_", " ")
     if error.status_code in (401, 403):
