@@ -25,7 +25,13 @@ def _redact(_logger: object, _method: str, event: dict) -> dict:  # type: ignore
 def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     """Send every ``rampgate.*`` record to stderr, as JSON unless stderr is a terminal."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    renderer = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer(colors=False)
+    # JSON has no place for a traceback object, so format_exc_info turns exc_info into an
+    # "exception" field holding the traceback text. ConsoleRenderer formats exc_info itself.
+    renderers: list[structlog.typing.Processor] = (
+        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        if use_json
+        else [structlog.dev.ConsoleRenderer(colors=False)]
+    )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
             structlog.stdlib.add_log_level,
@@ -34,7 +40,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _redact,
         ],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderers],
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
