@@ -238,11 +238,16 @@ class Catalog:
             new_config = dict(config if config is not None else (before.config if before else {}))
             if action_percentages:
                 merged = dict(new_config.get("action_percentages") or {})
+                governed = new_config.get("actions")
                 for action, value in action_percentages.items():
                     if value is None:
                         merged.pop(action, None)
-                    else:
-                        merged[action] = value
+                        continue
+                    if governed is not None and action not in governed:
+                        raise InvalidInput(
+                            "action percentage action", action, f"an action flag {name!r} governs: " + ", ".join(governed)
+                        )
+                    merged[action] = value
                 new_config["action_percentages"] = merged
             after = Flag(
                 name,

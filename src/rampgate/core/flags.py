@@ -79,6 +79,8 @@ def check_flag_config(config: object) -> dict[str, Any]:
             raise InvalidInput("config.action_percentages", percentages, "an object of action name to percentage")
         for action, percentage in percentages.items():
             check_action(action, "config.action_percentages")
+            if actions is not None and action not in actions:
+                raise InvalidInput("config.action_percentages", action, "an action listed in config.actions")
             check_percentage(percentage, f"config.action_percentages.{action}")
 
     group = config.get("group")

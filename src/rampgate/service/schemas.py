@@ -156,6 +156,7 @@ class FlagPatch(RequestModel):
     percentage: Percentage | None = None
     action_percentages: dict[ActionName, Percentage | None] | None = Field(
         None,
+        max_length=1000,
         description="per-action percentages, merged into the ones already set; null for an action removes its override",
     )
 
