@@ -12,6 +12,9 @@ import sys
 
 import structlog
 
+from rampgate.errors import InvalidInput
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SECRET_FIELDS = frozenset({"token", "authorization", "password", "secret", "jwt", "cookie"})
 
 
@@ -20,6 +23,14 @@ def _redact(_logger: object, _method: str, event: dict) -> dict:  # type: ignore
         if key.lower() in _SECRET_FIELDS:
             event[key] = "[redacted]"
     return event
+
+
+def check_log_level(level: object, field: str = "RAMPGATE_LOG_LEVEL") -> str:
+    """Return ``level`` in upper case, or raise :class:`InvalidInput` naming ``field``."""
+    # The standard library also takes WARN, FATAL and NOTSET, so those keep working.
+    if not isinstance(level, str) or level.strip().upper() not in logging.getLevelNamesMapping():
+        raise InvalidInput(field, level, "one of " + ", ".join(LOG_LEVELS) + " (in any case)")
+    return level.strip().upper()
 
 
 def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
@@ -47,5 +58,5 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
 
     root = logging.getLogger("rampgate")
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(check_log_level(level))
     root.propagate = False

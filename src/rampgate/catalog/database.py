@@ -77,9 +77,30 @@ def head_revision() -> str:
     return head
 
 
+def catalog_location(engine: Engine) -> str:
+    """Return ``host:port`` of a PostgreSQL catalog or the SQLite file, for messages; never the credentials."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        return url.database or "memory"
+    return f"{url.host or 'localhost'}:{url.port or 5432}"
+
+
+def unreachable_catalog(engine: Engine, error: sa.exc.DBAPIError, doing: str = "") -> StoreError:
+    """Return a one-line :class:`StoreError` for a failed connection, naming the catalog and the setting."""
+    reason = " ".join(str(error.orig).split())
+    return StoreError(
+        f"{doing}cannot reach the catalog database at {catalog_location(engine)} ({reason}); "
+        "check RAMPGATE_DATABASE_URL"
+    )
+
+
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+    """Return the schema revision; the first connection of a command, so a failure to connect raises StoreError."""
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as error:
+        raise unreachable_catalog(engine, error) from error
 
 
 def migrate(engine: Engine) -> tuple[str | None, str]:
@@ -89,8 +110,8 @@ def migrate(engine: Engine) -> tuple[str | None, str]:
             before = MigrationContext.configure(connection).get_current_revision()
             command.upgrade(_alembic_config(connection), "head")
             after = MigrationContext.configure(connection).get_current_revision()
-    except sa.exc.OperationalError as error:
-        raise StoreError(f"migration failed: cannot reach the catalog database ({error.orig})") from error
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as error:
+        raise unreachable_catalog(engine, error, "migration failed: ") from error
     if before != after:
         logger.info("catalog.migrated", extra={"from_revision": before, "to_revision": after})
     return before, str(after)

@@ -15,7 +15,7 @@ import typer
 
 from rampgate.cli.output import stderr
 from rampgate.errors import InvalidInput, RampgateError
-from rampgate.logs import configure_logging
+from rampgate.logs import check_log_level, configure_logging
 
 app = typer.Typer(
     name="rampgate",
@@ -43,9 +43,17 @@ OPTIONAL_COMMAND_MODULES = (
 
 @app.callback()
 def _configure(
-    log_level: str = typer.Option("WARNING", "--log-level", envvar="RAMPGATE_LOG_LEVEL", help="Level of the log lines written to stderr."),
+    context: typer.Context,
+    log_level: str = typer.Option(
+        "WARNING",
+        "--log-level",
+        envvar="RAMPGATE_LOG_LEVEL",
+        help="Level of the log lines written to stderr: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+    ),
 ) -> None:
-    configure_logging(log_level)
+    source = context.get_parameter_source("log_level")
+    field = "RAMPGATE_LOG_LEVEL" if source is not None and source.name == "ENVIRONMENT" else "--log-level"
+    configure_logging(check_log_level(log_level, field))
 
 
 def _load_commands() -> None:

@@ -34,6 +34,10 @@ TITLES = {
 }
 
 
+# The max rows one report prints. SQLite and PostgreSQL reject a LIMIT above 2**63 - 1 with an error.
+MAX_ROWS = 100_000
+
+
 def since_moment(text: str, field: str = "--since") -> datetime:
     """Return the moment ``text`` (a duration such as ``1h``) before now, in UTC."""
     seconds = parse_duration(text, field)
@@ -69,8 +73,8 @@ def format_table(name: str, rows: list[dict[str, Any]], since_text: str) -> Tabl
 def _report(name: str, since: str, limit: int, as_json: bool, as_csv: bool) -> None:
     if as_json and as_csv:
         raise InvalidInput("--json/--csv", "both", "at most one of --json and --csv")
-    if limit < 1:
-        raise InvalidInput("--limit", limit, "an integer of 1 or more")
+    if not 1 <= limit <= MAX_ROWS:
+        raise InvalidInput("--limit", limit, f"an integer from 1 to {MAX_ROWS}")
     moment = since_moment(since)
 
     rows = run_report(open_catalog().engine, name, moment, limit)
@@ -85,7 +89,7 @@ def _report(name: str, since: str, limit: int, as_json: bool, as_csv: bool) -> N
 
 
 SINCE_OPTION = typer.Option("1h", "--since", help="How far back to look: a duration such as 15m, 1h, 7d.")
-LIMIT_OPTION = typer.Option(10, "--limit", help="Rows to show at most.")
+LIMIT_OPTION = typer.Option(10, "--limit", help=f"Rows to show at most, 1 to {MAX_ROWS}.")
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 CSV_OPTION = typer.Option(False, "--csv", help="Print CSV with a header line on stdout.")
 

@@ -15,6 +15,7 @@ from rampgate.catalog.database import check_schema, create_catalog_engine, curre
 from rampgate.cli.app import app
 from rampgate.cli.output import stderr
 from rampgate.errors import InvalidInput
+from rampgate.logs import check_log_level
 from rampgate.settings import Settings, load_settings
 
 # The service modules import FastAPI and prometheus_client, which every other
@@ -41,8 +42,9 @@ def serve_command(
     Ctrl-C, flushing the audit trail.
     """
     if log_level is not None:
-        os.environ["RAMPGATE_LOG_LEVEL"] = log_level.upper()
+        os.environ["RAMPGATE_LOG_LEVEL"] = check_log_level(log_level, "--log-level")
     settings = load_settings()
+    check_log_level(settings.log_level)
     check_serve_options(settings, host, port, workers)
     _check_catalog(settings)
 

@@ -80,6 +80,30 @@ def load_scripts() -> dict[str, Script]:
     return scripts
 
 
+def _parse_server_url(url: str) -> ServerAddress:
+    """Parse a one-server ``redis://`` URL, raising :class:`ConfigurationError` for a port urllib rejects."""
+    try:
+        return ServerAddress(url)
+    except ConfigurationError:
+        raise
+    except ValueError as error:
+        # urllib raises ValueError for a port such as "notaport" or 99999.
+        raise ConfigurationError(
+            "RAMPGATE_REDIS_URL", redact_url_password(url), "redis://[USER:PASSWORD@]HOST:PORT[/DB] with a PORT from 1 to 65535"
+        ) from error
+
+
+def redact_url_password(url: str) -> str:
+    """Return ``url`` with the password, if any, replaced by ``***``, for messages."""
+    scheme, separator, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    credentials, at, hosts = netloc.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    username = credentials.split(":", 1)[0]
+    return f"{scheme}{separator}{username}:***@{hosts}{slash}{path}"
+
+
 def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     """Split ``redis+cluster://[USER:PASSWORD@]HOST:PORT[,HOST:PORT…]`` into startup nodes and login options."""
     scheme, _, rest = url.partition("://")
@@ -156,7 +180,7 @@ class RedisCounterStore:
             self.target = ",".join(f"{host}:{port}" for host, port in self._cluster_nodes)
             self._address: ServerAddress | None = None
         else:
-            self._address = ServerAddress(url)
+            self._address = _parse_server_url(url)
             self.target = self._address.target
         self.breaker = CircuitBreaker("Redis", self.target)
 
