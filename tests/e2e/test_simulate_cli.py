@@ -192,3 +192,44 @@ def test_simulate_progress_only_on_stderr(tmp_path: Path) -> None:
     assert process.returncode == 0
     assert json.loads(output)["lines"] == 3 * 13_200
     assert b"replaying" in terminal
+
+
+@pytest.mark.parametrize(
+    ("name", "rows"),
+    [
+        (
+            "trace.csv",
+            [
+                "timestamp,actor_type,actor_id,action",
+                "1767603600,user,u-1,search",
+                "1e24,user,u-1,search",
+                "1767603601000,user,u-2,search",
+                "1767603602,user,u-1,search",
+            ],
+        ),
+        (
+            "trace.jsonl",
+            [
+                '{"timestamp": 1767603600, "actor_type": "user", "actor_id": "u-1", "action": "search"}',
+                '{"timestamp": 1e24, "actor_type": "user", "actor_id": "u-1", "action": "search"}',
+                '{"timestamp": 1767603601000, "actor_type": "user", "actor_id": "u-2", "action": "search"}',
+                '{"timestamp": 1767603602, "actor_type": "user", "actor_id": "u-1", "action": "search"}',
+            ],
+        ),
+    ],
+)
+def test_simulate_out_of_range_timestamps_malformed(tmp_path: Path, name: str, rows: list[str]) -> None:
+    trace = tmp_path / name
+    trace.write_text("\n".join(rows) + "\n")
+    first_bad_line = 3 if name.endswith(".csv") else 2
+
+    result = run_cli("simulate", "--trace", str(trace), "--json")
+    table = run_cli("simulate", "--trace", str(trace))
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["decisions"] == 2
+    assert report["malformed"] == 2
+    assert [example["line"] for example in report["malformed_examples"]] == [first_bad_line, first_bad_line + 1]
+    assert table.returncode == 0, table.stderr
+    assert f"malformed line {first_bad_line}:" in table.stdout

@@ -182,6 +182,8 @@ def test_reader_combined_truncated_user_agent(tmp_path: Path) -> None:
         "1995-08-01T06:00:00Z,user,u-1",  # a field short
         "1995-08-01T06:00:00Z,user,u-1,search,extra",  # a field too many
         "nan,user,u-1,search",  # not a finite number
+        "1e24,user,u-1,search",  # far beyond the year 9999
+        "1767603601000,user,u-1,search",  # Unix milliseconds
     ],
 )
 def test_reader_csv_invalid_row_malformed(tmp_path: Path, row: str) -> None:
@@ -212,7 +214,16 @@ def test_reader_csv_without_header_invalid(tmp_path: Path) -> None:
     assert "CSV header" in str(error.value)
 
 
-@pytest.mark.parametrize("line", ['{"timestamp": 1, "actor_type": "user", "actor_id": "u"}', "[1, 2]", "{not json"])
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"timestamp": 1, "actor_type": "user", "actor_id": "u"}',
+        "[1, 2]",
+        "{not json",
+        '{"timestamp": 1e24, "actor_type": "user", "actor_id": "u", "action": "search"}',
+        '{"timestamp": 1767603601000, "actor_type": "user", "actor_id": "u", "action": "search"}',
+    ],
+)
 def test_reader_jsonl_invalid_line_malformed(tmp_path: Path, line: str) -> None:
     good = '{"timestamp": 1, "actor_type": "user", "actor_id": "u", "action": "search"}'
     path = write(tmp_path / "trace.jsonl", good + "\n" + line + "\n")
@@ -310,6 +321,29 @@ def test_parse_timestamp(value: object, expected: float) -> None:
 def test_parse_timestamp_invalid(value: object) -> None:
     with pytest.raises(ValueError):
         parse_timestamp(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [1e24, "1e24", 1767603601000, "1767603601000", 253402300800, -1, "1969-12-31T23:59:59Z"],
+)
+def test_parse_timestamp_outside_1970_to_9999(value: object) -> None:
+    with pytest.raises(ValueError) as raised:
+        parse_timestamp(value)
+    assert "1970 to 9999" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0, 0.0), (253402300799, 253402300799.0), ("9999-12-31T23:59:59Z", 253402300799.0)],
+)
+def test_parse_timestamp_range_edges(value: object, expected: float) -> None:
+    assert parse_timestamp(value) == expected
+
+
+def test_clf_timestamp_before_1970_invalid() -> None:
+    with pytest.raises(ValueError):
+        parse_clf_timestamp("01/Aug/1969:02:00:00 -0400")
 
 
 @pytest.mark.parametrize(

@@ -80,6 +80,12 @@ class MalformedLine:
 
 # -- timestamps ----------------------------------------------------------------
 
+# A timestamp must fall in the years 1970 to 9999, because datetime cannot show a
+# later one. A Unix-millisecond timestamp read as seconds lands far beyond it.
+MIN_TIMESTAMP = 0.0
+MAX_TIMESTAMP = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp() + 1.0
+_FIRST_YEAR = 1970
+
 
 class ClfMinutes:
     """The Unix time of each CLF minute (``01/Aug/1995:02:00`` at ``-0400``), computed once.
@@ -132,6 +138,8 @@ def _clf_midnight(day: str, offset: str) -> float:
         raise ValueError(f"unknown month: {day[3:6]!r}")
     if len(offset) != 5 or offset[0] not in "+-" or not offset[1:].isdigit():
         raise ValueError(f"not a UTC offset: {offset!r}")
+    if int(day[7:11]) < _FIRST_YEAR:
+        raise ValueError(f"year before {_FIRST_YEAR}: {day!r}")
     sign = -1 if offset[0] == "-" else 1
     delta = timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5])) * sign
     return datetime(int(day[7:11]), month, int(day[0:2]), tzinfo=timezone(delta)).timestamp()
@@ -141,7 +149,8 @@ def parse_timestamp(value: object) -> float:
     """Return Unix seconds from a number, a numeric string or an ISO 8601 string.
 
     An ISO 8601 time without an offset is taken as UTC. Raise ValueError
-    for anything else, including booleans, NaN and infinities.
+    for anything else, including booleans, NaN, infinities and times outside
+    the years 1970 to 9999 (such as Unix milliseconds).
     """
     if isinstance(value, bool):
         raise ValueError("a boolean is not a timestamp")
@@ -155,11 +164,14 @@ def parse_timestamp(value: object) -> float:
             moment = datetime.fromisoformat(text)
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=UTC)
-            return moment.timestamp()
+            seconds = moment.timestamp()
     else:
         raise ValueError(f"not a timestamp: {value!r}")
+
     if not isfinite(seconds):
         raise ValueError(f"not a finite timestamp: {value!r}")
+    if not MIN_TIMESTAMP <= seconds < MAX_TIMESTAMP:
+        raise ValueError(f"timestamp outside the years 1970 to 9999 (Unix seconds expected): {value!r}")
     return seconds
 
 
