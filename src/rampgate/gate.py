@@ -80,6 +80,17 @@ class _GateBase:
         self._engine = DecisionEngine()
 
     @property
+    def store(self) -> Any:
+        """The counter store; setting it also sets the memory store that ``Gate.decide`` calls directly."""
+        return self._store
+
+    @store.setter
+    def store(self, store: Any) -> None:
+        self._store = store
+        # Gate.decide's inline path, or None when the store is not the memory store.
+        self._memory_store = store if store.__class__ is MemoryCounterStore else None
+
+    @property
     def snapshot(self) -> CatalogSnapshot:
         """The catalog as the request path currently sees it."""
         return self.watcher.snapshot
@@ -169,15 +180,16 @@ class Gate(_GateBase):
             return self._decide_general(snapshot, actor_type, actor_id, action, cost, request_id, context)
 
         # Count.
-        store = self.store
         key = f"{plan.key_prefix}{actor_type}:{actor_id}}}"
-        if plan.is_tat and store.__class__ is MemoryCounterStore:
+        store = self._memory_store
+        if store is not None and plan.is_tat:
             allowed, remaining, reset_after, retry_after, next_unit_after, now = store.consume_tat(
                 key, units, plan.interval, plan.span
             )
             if store._clock is not self.clock:
                 now = self.clock()
         else:
+            store = self._store
             try:
                 allowed, remaining, reset_after, retry_after, next_unit_after = store.consume(
                     key, plan.algorithm, plan.limit, plan.window_seconds, plan.capacity, units
