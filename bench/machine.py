@@ -21,6 +21,7 @@ PACKAGES = (
     "openfeature-sdk",
     "mmh3",
     "redis",
+    "hiredis",
     "psycopg",
     "uvicorn",
     "starlette",
