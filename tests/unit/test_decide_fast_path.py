@@ -158,6 +158,7 @@ async def test_async_fast_path_matches_engine(percentage: int, shadow: bool) -> 
         (("user", "", "api_call", 1), "actor_id"),
         (("user", "x" * 257, "api_call", 1), "actor_id"),
         (("user", 42, "api_call", 1), "actor_id"),
+        (("user", "u-\x00", "api_call", 1), "actor_id"),
         (("user", "u-1", "Bad Action", 1), "action"),
         (("user", "u-1", "api_call", 0), "cost"),
         (("user", "u-1", "api_call", True), "cost"),
