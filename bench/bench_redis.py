@@ -424,19 +424,17 @@ while it was quiet (load average below 2):
 - server: `redis-benchmark` with one connection ran the token-bucket script
   at 17,000–30,000 calls/s, the `INCR` script at about 37,000 and `limits`'
   script at about 35,000;
-- client: redis-py here has no hiredis, so it parses replies in pure Python.
-  The token-bucket call cost 50 µs of client CPU against 35 µs for the bare
+- client: without hiredis, redis-py parses replies in pure Python. The
+  token-bucket call then cost 50 µs of client CPU against 35 µs for the bare
   call and 40 µs for the bare call with the same four extra arguments
-  (median of 7 rounds of 1,000 calls). With hiredis, loaded from a separate
-  directory for this measurement only, the figures were 37.5, 29 and 32 µs,
-  and `Gate.decide` on Redis used as much client CPU as `limits`' fixed
-  window (43 µs);
+  (median of 7 rounds of 1,000 calls). With hiredis the figures were 37.5,
+  29 and 32 µs, and `Gate.decide` on Redis used as much client CPU as
+  `limits`' fixed window (43 µs). hiredis is now a dependency of rampgate,
+  and the peers use it too;
 - `Gate.decide` adds 2–4 µs to `RedisCounterStore.consume`.
 
-So the gap to `limits`' fixed window is the script's server time and, without
-hiredis, parsing five integers instead of one. Installing `redis[hiredis]`,
-storing the TAT as one integer and returning fewer fields would close most
-of it.
+So the remaining gap to `limits`' fixed window is the script's server time.
+Storing the TAT as one integer and returning fewer fields would narrow it.
 
 **64 tasks.** `AsyncGate` sends the decisions made in one event-loop tick to
 Redis in one write on one connection and parses the replies itself, while
@@ -444,7 +442,7 @@ the bare baseline and the peers go through redis-py's connection pool, one
 connection and one round trip per call.
 
 **Run to run.** Sequential figures are wall time, so they follow the
-machine's load: in four full runs on the same day, `Gate.decide` reached
-0.48×, 0.83×, 0.60× and 0.44× the bare call, and 0.74×–1.09× `limits`' fixed
-window.
+machine's load: in four full runs on the same day without hiredis,
+`Gate.decide` reached 0.48×, 0.83×, 0.60× and 0.44× the bare call, and
+0.74×–1.09× `limits`' fixed window.
 """
