@@ -1,4 +1,4 @@
-"""RateLimit headers and the 429 answer, shared by the service, the middleware and the decorator.
+"""RateLimit headers and the 429 response, shared by the service, the middleware and the decorator.
 
 Headers follow the IETF draft "RateLimit header fields for HTTP" (-10
 syntax): the policy name is ``<tier>.<action>``, ``q`` and ``w`` come from
@@ -46,7 +46,7 @@ def allowed_headers(decision: Decision) -> dict[str, str]:
     """Headers of an allowed response from a protected endpoint: the RateLimit fields when enforced.
 
     In shadow mode the counters describe a limit the actor is not yet held
-    to, and a client that paces itself by ``r`` and ``t`` would feel the limit
+    to. A client that paces itself by ``r`` and ``t`` would feel that limit
     before the rollout reaches it, so shadow and bypass responses carry none.
     """
     if decision.mode != "enforce":
@@ -64,7 +64,7 @@ def blocked_headers(decision: Decision) -> dict[str, str]:
 
 
 def blocked_body(decision: Decision, language: str = "en") -> dict[str, Any]:
-    """The JSON body of a 429: ``retryAfter`` is the integer in ``Retry-After``, null when it can never pass."""
+    """Build the JSON body of a 429; ``retryAfter`` is the integer in ``Retry-After``, null when it can never pass."""
     return {
         "error": "rate_limited",
         "action": decision.action,
