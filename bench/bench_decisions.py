@@ -334,7 +334,8 @@ increments a counter and never computes a retry time.
 
 **Run to run.** In four full runs on this machine on the same day, the
 ratio of the 100 % row to `limits`' fixed window was 2.03×, 2.11×, 1.84× and
-1.92×: the target sits inside the variation between runs. Most of it comes
+1.92×, and a fifth run gave 1.73×: the target sits inside the variation
+between runs. Most of it comes
 from the peer: rampgate's decision took 1.87–1.94 µs in these runs and
 `limits`' fixed-window hit 3.44–4.01 µs. A likely source is `limits`'
 MemoryStorage, whose expiry timer walks all 10,000 keys every 10 ms in a
