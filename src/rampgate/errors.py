@@ -23,7 +23,7 @@ class InvalidInput(RampgateError, ValueError):
     """A value given by the caller is outside what is allowed.
 
     ``field`` names the input, ``value`` repeats what was given and ``allowed``
-    says what would have been accepted, so the message can be shown as it is.
+    describes what would have been accepted, so the message can be shown as it is.
     """
 
     def __init__(self, field: str, value: object, allowed: str) -> None:

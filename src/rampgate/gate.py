@@ -92,7 +92,7 @@ class _GateBase:
 
     @property
     def snapshot(self) -> CatalogSnapshot:
-        """The catalog as the request path currently sees it."""
+        """The catalog snapshot that the request path currently reads."""
         return self.watcher.snapshot
 
     def refresh(self) -> CatalogSnapshot:
@@ -437,5 +437,5 @@ def _finish_decision(
 
 
 def memory_gate(clock: Clock | None = None, **kwargs: Any) -> Gate:
-    """A gate on an in-memory catalog seeded with the defaults, for demos, tests and simulation."""
+    """Open a gate on an in-memory catalog seeded with the defaults, for demos, tests and simulation."""
     return Gate(database_url=MEMORY_URL, counter_store="memory", clock=clock, **kwargs)

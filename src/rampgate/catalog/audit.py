@@ -71,7 +71,7 @@ WRITE_ERRORS = (sa.exc.SQLAlchemyError, psycopg.Error, OSError)
 
 
 class DecisionRecorder(Protocol):
-    """Where :class:`rampgate.Gate` sends every decision it makes."""
+    """The destination of every decision that :class:`rampgate.Gate` makes."""
 
     def record(
         self, decision: Decision, units: int, now: float, request_id: str | None, context: dict[str, Any] | None
@@ -98,7 +98,7 @@ class NullRecorder:
 
 
 def audit_context(decision: Decision, units: int, context: dict[str, Any] | None) -> dict[str, Any]:
-    """The ``context`` column: the caller's context plus the decision's tier, policy and reason."""
+    """Build the ``context`` column: the caller's context plus the decision's tier, policy and reason."""
     return _merge_context(context, decision.tier, decision.policy, decision.reason, units, decision.retry_after)
 
 

@@ -123,7 +123,7 @@ class Catalog:
 
     Every write runs in one transaction with its config-change record, so a
     change is either applied and recorded or not applied at all. ``changed_by``
-    and ``via`` say who made it and through which path (``cli``, ``api``,
+    and ``via`` record who made it and through which path (``cli``, ``api``,
     ``console``).
     """
 
@@ -235,7 +235,9 @@ class Catalog:
                     raise
                 before = None
 
-            new_config = dict(config if config is not None else (before.config if before else {}))
+            # A flag being created starts from the defaults of a new row.
+            current = before if before is not None else Flag(name, False, 0, {})
+            new_config = dict(config if config is not None else current.config)
             if action_percentages:
                 merged = dict(new_config.get("action_percentages") or {})
                 governed = new_config.get("actions")
@@ -251,8 +253,8 @@ class Catalog:
                 new_config["action_percentages"] = merged
             after = Flag(
                 name,
-                enabled if enabled is not None else (before.enabled if before else False),
-                percentage if percentage is not None else (before.percentage if before else 0),
+                enabled if enabled is not None else current.enabled,
+                percentage if percentage is not None else current.percentage,
                 new_config,
             )
             values = {
@@ -357,13 +359,15 @@ class Catalog:
         with self.engine.begin() as connection:
             row = connection.execute(sa.select(table).where(key)).first()
             before = None if row is None else trust_from_row(row)
+            # An actor without a profile starts from tier B at level E0.
+            current = before if before is not None else TrustProfile(actor_type, actor_id)
             after = TrustProfile(
                 actor_type,
                 actor_id,
-                tier or (before.risk_tier if before else "B"),
-                level or (before.enforcement_level if before else "E0"),
-                trust_score if trust_score is not None else (before.trust_score if before else None),
-                before.signals if before else {},
+                tier or current.risk_tier,
+                level or current.enforcement_level,
+                trust_score if trust_score is not None else current.trust_score,
+                current.signals,
             )
             values = {
                 "risk_tier": after.risk_tier,

@@ -1,4 +1,4 @@
-"""The answer for one request, and the rounding rules of its numbers."""
+"""The decision for one request, and the rounding rules of its numbers."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def header_seconds(seconds: float) -> int:
 
 
 class Decision:
-    """The answer for one ``(actor, action, cost)`` request.
+    """The outcome of one ``(actor, action, cost)`` request.
 
     A plain slotted class rather than a frozen dataclass: one is built per
     request, and the dataclass's frozen ``__setattr__`` costs about a third of

@@ -66,7 +66,7 @@ class GateResult:
         return document
 
     def failure(self) -> dict[str, object]:
-        """The ``failed_gate`` document: metric, value and the threshold crossed."""
+        """Return the ``failed_gate`` document: metric, value and the threshold crossed."""
         document: dict[str, object] = {"metric": self.metric, "value": self.value, "max": self.max}
         if self.min is not None:
             document["min"] = self.min

@@ -147,7 +147,7 @@ class Rollout:
             self.stage_started_at = now
 
     def step(self, now: float, metrics: StageMetrics) -> tuple[list[Transition], FlagChange | None]:
-        """Judge the current stage at ``now`` and move the rollout on if the plan says so."""
+        """Judge the current stage at ``now`` and move the rollout on when the plan calls for it."""
         if self.state != RUNNING:
             return [], None
         self.checkpoint(now)
@@ -178,7 +178,7 @@ class Rollout:
         return self._promote(now, None)
 
     def advance(self, now: float, reason: str = "advanced by an operator") -> tuple[list[Transition], FlagChange | None]:
-        """Promote to the next stage now, whatever the bake time and gates say."""
+        """Promote to the next stage now, regardless of the bake time and the gates."""
         if self.state not in (RUNNING, PAUSED):
             return [], None
         if self.state == PAUSED:
