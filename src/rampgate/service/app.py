@@ -12,23 +12,23 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import time
 from contextlib import asynccontextmanager, suppress
 from typing import Any, AsyncIterator
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rampgate import __version__
 from rampgate.catalog.appeals import AppealRepository
 from rampgate.gate import AsyncGate
 from rampgate.service import routes_admin, routes_appeals, routes_check, routes_protected
+from rampgate.service.check_endpoint import CheckEndpoint
 from rampgate.service.auth import is_admin_open, is_service_open, require_admin_read
 from rampgate.service.errors import install_error_handlers
 from rampgate.service.jwt_auth import JwtVerifier
 from rampgate.service.metrics import CONTENT_TYPE, ServiceMetrics
+from rampgate.service.request_log import RequestLogMiddleware
 from rampgate.service.schemas import ERROR_RESPONSES, HealthBody, ReadinessBody
 from rampgate.settings import Settings, load_settings
 
@@ -71,6 +71,8 @@ def create_app(settings: Settings | None = None, gate: AsyncGate | None = None) 
 
     install_error_handlers(app)
     app.add_middleware(RequestLogMiddleware)
+    # Outermost of the two: it answers most checks before routing starts.
+    app.add_middleware(CheckEndpoint)
 
     app.include_router(_health_router())
     app.include_router(routes_check.router)
@@ -244,50 +246,6 @@ async def _is_store_reachable(gate: AsyncGate) -> bool:
         logger.warning("readiness.store_unreachable", extra={"store": gate.settings.counter_store, "error": type(error).__name__})
         return False
     return True
-
-
-# -- request log --------------------------------------------------------------
-
-
-class RequestLogMiddleware:
-    """Logs one DEBUG line per HTTP request (method, path, status, duration) and counts responses.
-
-    The line has no headers, query string or body, so no token or JWT reaches the log.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        started = time.perf_counter()
-        status = 500
-
-        async def send_and_note_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note_status)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            scope["app"].state.metrics.observe_response(template, status)
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug(
-                    "http.request",
-                    extra={
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                    },
-                )
 
 
 def configure_service_logging(settings: Settings) -> None:

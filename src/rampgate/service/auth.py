@@ -133,10 +133,18 @@ def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization")
     if header is None:
         return None
+    token = parse_bearer(header)
+    if token is None:
+        raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+    return token
+
+
+def parse_bearer(header: str) -> str | None:
+    """Return the token of an ``Authorization`` value ``Bearer <token>``, None when it has another form."""
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise Unauthorized("the Authorization header must be 'Bearer <token>'")
+        return None
     return token
 
 

@@ -104,16 +104,29 @@ class ServiceMetrics:
         # Recorder totals already added to the counters, so each sync adds the difference.
         self._copied = {"dropped": 0, "written": 0, "write_errors": 0}
         self._flags: set[str] = set()
+        # Labelled children of the per-request series, looked up once per label set:
+        # ``labels()`` validates and locks on every call. Both sets are bounded,
+        # by the catalog's actions and by the routes and statuses.
+        self._decision_series: dict[tuple[str, str, str], Any] = {}
+        self._response_series: dict[tuple[str, int], Any] = {}
 
     def observe_decision(self, decision: Decision, seconds: float, store_name: str) -> None:
         action = decision.action if decision.policy is not None else OTHER_ACTION
-        self.decisions.labels(action, decision.mode, decision_outcome(decision)).inc()
+        labels = (action, decision.mode, decision_outcome(decision))
+        series = self._decision_series.get(labels)
+        if series is None:
+            series = self._decision_series[labels] = self.decisions.labels(*labels)
+        series.inc()
         self.decision_seconds.observe(seconds)
         if decision.reason == STORE_ERROR:
             self.store_errors.labels(store_name).inc()
 
     def observe_response(self, route: str, status: int) -> None:
-        self.http_responses.labels(route, str(status)).inc()
+        labels = (route, status)
+        series = self._response_series.get(labels)
+        if series is None:
+            series = self._response_series[labels] = self.http_responses.labels(route, str(status))
+        series.inc()
 
     def sync_from_gate(self, gate: Any) -> None:
         """Copy the audit writer's numbers and the flags of the snapshot into the series."""

@@ -64,15 +64,23 @@ class CheckRequest(RequestModel):
     def _context_storable(cls, context: dict[str, Any] | None) -> dict[str, Any] | None:
         if context is None:
             return None
-        try:
-            encoded = json.dumps(context, ensure_ascii=False, allow_nan=False).encode("utf-8")
-        except (ValueError, UnicodeEncodeError):
-            raise ValueError("must be JSON without NaN, infinities or unpaired surrogates") from None
-        if _has_nul(context):
-            raise ValueError("must not contain NUL characters")
-        if len(encoded) > MAX_CONTEXT_BYTES:
-            raise ValueError(f"must be at most {MAX_CONTEXT_BYTES} bytes as JSON, got {len(encoded)}")
+        problem = context_problem(context)
+        if problem is not None:
+            raise ValueError(problem)
         return context
+
+
+def context_problem(context: dict[str, Any]) -> str | None:
+    """Say why ``context`` cannot be stored with an audit row, or return None when it can."""
+    try:
+        encoded = json.dumps(context, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (ValueError, UnicodeEncodeError):
+        return "must be JSON without NaN, infinities or unpaired surrogates"
+    if _has_nul(context):
+        return "must not contain NUL characters"
+    if len(encoded) > MAX_CONTEXT_BYTES:
+        return f"must be at most {MAX_CONTEXT_BYTES} bytes as JSON, got {len(encoded)}"
+    return None
 
 
 def _has_nul(value: Any) -> bool:
