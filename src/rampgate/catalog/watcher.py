@@ -4,8 +4,10 @@ PostgreSQL triggers call ``pg_notify('rampgate_catalog', …)`` on every insert,
 update and delete of the cached tables, whichever path made the change, and
 the watcher reloads on each notification. SQLite has no notifications, so the
 watcher polls ``PRAGMA data_version``, which changes when any other
-connection commits. Either way a change reaches the snapshot well within a
-second. A full reload every ``resync_seconds`` covers notifications lost while
+connection commits, and then reads ``rampgate_catalog_version``, which
+triggers on the cached tables increase: audit rows, written every few
+milliseconds by a serving process, cause no reload. Either way a change
+reaches the snapshot well within a second. A full reload every ``resync_seconds`` covers notifications lost while
 the listening connection was down.
 """
 
@@ -42,6 +44,8 @@ class CatalogWatcher:
         self.poll_interval = poll_interval
         self.resync_seconds = resync_seconds
         self._version = 0
+        # Read before the snapshot, so a change made while it loads is seen as a change.
+        self._loaded_catalog_version = self._read_sqlite_catalog_version()
         self.snapshot: CatalogSnapshot = catalog.load_snapshot(self._version)
         self._listeners: list[Listener] = []
         self._stop = threading.Event()
@@ -98,13 +102,33 @@ class CatalogWatcher:
         last_resync = time.monotonic()
         connection = sqlite3.connect(database, timeout=5, check_same_thread=False)
         try:
-            version = connection.execute("pragma data_version").fetchone()[0]
+            data_version = connection.execute("pragma data_version").fetchone()[0]
+            catalog_version = _catalog_version(connection)
+            if catalog_version is None or catalog_version != self._loaded_catalog_version:
+                self._safe_refresh()
             while not self._stop.wait(self.poll_interval):
+                # data_version moves on every commit of another connection, audit rows included.
                 current = connection.execute("pragma data_version").fetchone()[0]
-                if current != version or time.monotonic() - last_resync > self.resync_seconds:
-                    version = current
+                changed = False
+                if current != data_version:
+                    data_version = current
+                    version = _catalog_version(connection)
+                    changed = version is None or version != catalog_version
+                    catalog_version = version
+                if changed or time.monotonic() - last_resync > self.resync_seconds:
                     last_resync = time.monotonic()
                     self._safe_refresh()
+        finally:
+            connection.close()
+
+    def _read_sqlite_catalog_version(self) -> int | None:
+        """Return the change count of a SQLite file catalog, None for other catalogs or when unreadable."""
+        url = self.catalog.engine.url
+        if self.catalog.is_postgres or not url.database or url.database == ":memory:":
+            return None
+        connection = sqlite3.connect(url.database, timeout=5)
+        try:
+            return _catalog_version(connection)
         finally:
             connection.close()
 
@@ -151,3 +175,17 @@ class CatalogWatcher:
 def _describe(url: sa.engine.URL) -> str:
     """Return ``host:port/database`` of the catalog, never its credentials."""
     return f"{url.host}:{url.port or 5432}/{url.database}"
+
+
+def _catalog_version(connection: sqlite3.Connection) -> int | None:
+    """Return the count of changes to the cached tables, None when it cannot be read now.
+
+    The watcher reloads when the count is None (the file locked for longer
+    than the timeout, say), because it cannot tell what changed.
+    """
+    try:
+        row = connection.execute("select version from rampgate_catalog_version where id = 1").fetchone()
+    except sqlite3.Error as error:
+        logger.debug("catalog.version_unreadable", extra={"error": str(error)})
+        return None
+    return None if row is None else int(row[0])
