@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,7 @@ from twins import (
     replay_python_twin,
 )
 
+from rampgate.core.algorithms import ALGORITHM_FUNCTIONS
 from rampgate.errors import StoreError
 from rampgate.stores.base import counter_key
 from rampgate.stores.redis import RedisCounterStore, parse_cluster_url
@@ -135,6 +137,71 @@ def test_redis_blocked_request_keeps_state(store: RedisCounterStore, redis_prefi
     finally:
         client.close()
     assert before == after == f"{START_US + 60_000_000} 0".encode()
+
+
+TAT_POLICY = (7, 60, 7)  # an emission interval of 60 s / 7, which leaves a remainder in ticks
+
+
+@pytest.mark.parametrize(
+    ("stored", "tat_us", "tat_ticks"),
+    [
+        # "<microseconds> <remainder in ticks of 1/limit µs>", as every release writes it.
+        (f"{START_US + 20_000_000} 3", START_US + 20_000_000, 3),
+        # "<microseconds>" alone, remainder 0.
+        (f"{START_US + 20_000_000}", START_US + 20_000_000, 0),
+        # A TAT further ahead than the bucket spans, as after the policy's capacity was lowered.
+        (f"{START_US + 600_000_000} 0", START_US + 600_000_000, 0),
+    ],
+)
+@pytest.mark.parametrize("algorithm", ["token_bucket", "gcra"])
+def test_redis_tat_reads_stored_formats(
+    store: RedisCounterStore, redis_prefix: str, algorithm: str, stored: str, tat_us: int, tat_ticks: int
+) -> None:
+    limit, window, capacity = TAT_POLICY
+    key = counter_key(algorithm, "tier:B:format", "user", f"u-{len(stored)}-{tat_ticks}")
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.set(redis_prefix + key, stored, px=3_600_000)
+        steps = [(START_US + offset_ms * 1000, units) for offset_ms, units in ((0, 1), (0, 3), (5_000, 2), (400_000, 7))]
+
+        actual = [store.consume_at(now_us, key, algorithm, limit, window, capacity, units) for now_us, units in steps]
+        written = client.get(redis_prefix + key)
+    finally:
+        client.close()
+
+    expected = replay_python_twin_from(algorithm, (tat_us + tat_ticks / limit) / 1e6, steps, limit, window, capacity)
+    assert_same_outcomes(expected, actual)
+    assert written is not None
+    assert re.fullmatch(rb"\d+ \d+", written), written
+
+
+def replay_python_twin_from(
+    algorithm: str, tat: float, steps: list[tuple[int, int]], limit: int, window: int, capacity: int
+) -> list[Any]:
+    """Like ``replay_python_twin``, from a stored TAT (Unix seconds) instead of a fresh counter."""
+    state: Any = tat
+    outcomes = []
+    for now_us, units in steps:
+        outcome = ALGORITHM_FUNCTIONS[algorithm](state, now_us / 1e6, units, limit, window, capacity)
+        if outcome[0]:
+            state = outcome[5]
+        outcomes.append(outcome[:5])
+    return outcomes
+
+
+def test_redis_tat_writes_remainder_format(store: RedisCounterStore, redis_prefix: str) -> None:
+    key = counter_key("token_bucket", "tier:B:format", "user", "u-written")
+    limit, window, capacity = TAT_POLICY
+
+    store.consume_at(START_US, key, "token_bucket", limit, window, capacity, 2)
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        written = client.get(redis_prefix + key)
+    finally:
+        client.close()
+    # Two units of 60 s / 7 are 120,000,000 / 7 µs: 17,142,857 µs and 1 tick.
+    assert written == f"{START_US + 17_142_857} 1".encode()
 
 
 def test_redis_scripts_reload_after_flush(private_redis) -> None:  # type: ignore[no-untyped-def]

@@ -17,20 +17,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import weakref
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 from urllib.parse import unquote
 
+import hiredis
 import redis
-from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
-from redis.retry import Retry
 
 from rampgate.core.algorithms import Outcome
 from rampgate.errors import ConfigurationError, StoreError, StoreTimeout
 from rampgate.stores.redis_pipeline import (
     ClusterRouter,
+    RedisConnection,
     RedisPipeline,
     RespError,
     ServerAddress,
@@ -128,8 +131,8 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
     return nodes, options
 
 
-def _outcome(reply: list[int]) -> Outcome:
-    """Turn a script's reply (durations in microseconds) into the outcome tuple."""
+def window_outcome(reply: list[int], limit: int, window_seconds: int, capacity: int, units: int) -> Outcome:
+    """Turn a window script's reply (allowed, remaining, then durations in microseconds) into the outcome tuple."""
     next_unit_after = reply[4]
     return (
         reply[0] == 1,
@@ -141,8 +144,52 @@ def _outcome(reply: list[int]) -> Outcome:
     )
 
 
+def tat_outcome(reply: int, limit: int, window_seconds: int, capacity: int, units: int) -> Outcome:
+    """Derive the outcome tuple from the debt that ``consume_tat.lua`` returns.
+
+    The reply is the debt (TAT - now) in ticks of 1/limit µs after an
+    admitted request, or -1 - debt for a blocked one. Durations become whole
+    microseconds rounded up, ``-(-ticks // limit)``, like the durations the
+    window scripts return.
+    """
+    window_us = window_seconds * 1_000_000
+    span = capacity * window_us
+    if reply >= 0:
+        level = span - reply
+        remaining = level // window_us
+        next_unit_ticks = (remaining + 1) * window_us - level
+        return (
+            True,
+            remaining,
+            -(-reply // limit) / MICROSECONDS,
+            0.0,
+            -(-next_unit_ticks // limit) / MICROSECONDS,
+            None,
+        )
+
+    debt = -1 - reply
+    level = span - debt
+    remaining = max(level // window_us, 0)
+    excess = debt + units * window_us - span
+    next_unit_after = None
+    if debt > 0:
+        next_unit_after = -(-((remaining + 1) * window_us - level) // limit) / MICROSECONDS
+    return (False, remaining, -(-debt // limit) / MICROSECONDS, -(-excess // limit) / MICROSECONDS, next_unit_after, None)
+
+
+# The function that turns an algorithm's script reply and the policy's numbers into an outcome.
+OUTCOMES: dict[str, Callable[[Any, int, int, int, int], Outcome]] = {
+    "token_bucket": tat_outcome,
+    "gcra": tat_outcome,
+    "fixed_window": window_outcome,
+    "sliding_window": window_outcome,
+}
+# Classes of a script's result. A reply of any other class is an error.
+SCRIPT_REPLIES = (int, list)
+
+
 class RedisCounterStore:
-    """Counters in Redis; ``consume`` through redis-py, ``aconsume`` through a coalescing pipeline.
+    """Counters in Redis; ``consume`` on pooled blocking connections, ``aconsume`` through a coalescing pipeline.
 
     ``timeout_ms`` is the time budget of one call: a call that fails or
     exceeds it raises :class:`StoreError` or :class:`StoreTimeout`, and the
@@ -152,7 +199,10 @@ class RedisCounterStore:
     ``SCRIPT FLUSH`` or a restart).
 
     One store serves any number of threads and one asyncio event loop at a
-    time; used from another loop it opens a new connection there.
+    time; used from another loop it opens a new connection there. Sync calls
+    to one server take an idle :class:`RedisConnection` from the store's pool,
+    or open one, so each thread in a call has a connection of its own. Sync
+    calls to a cluster go through redis-py's ``RedisCluster``.
     """
 
     name = "redis"
@@ -185,35 +235,23 @@ class RedisCounterStore:
         self.breaker = CircuitBreaker("Redis", self.target)
 
         self.scripts = load_scripts()
-        self._client: Any = None if self.is_cluster else self._open_sync_client()
+        # redis-py's cluster client, opened on first use since opening reads the slot map.
+        self._cluster_client: Any = None
+        # Idle sync connections to the one server. Threads share the list without
+        # a lock, because list.pop and list.append are atomic under the GIL.
+        self._idle: list[RedisConnection] = []
         # Packed command heads and argument tails, keyed by the call's numbers.
         self._packed: dict[tuple[str, int, int, int, int], tuple[bytes, bytes]] = {}
         self._prefix_bytes = prefix.encode()
         self._pipeline: RedisPipeline | None = None
         self._connect_task: asyncio.Task[RedisPipeline] | None = None
         self._router: ClusterRouter | None = None
+        _OPEN_STORES.add(self)
 
         if preload:
             self._preload()
 
     # -- sync ----------------------------------------------------------------
-
-    def _open_sync_client(self) -> Any:
-        options: dict[str, Any] = {
-            "socket_timeout": self.timeout_seconds,
-            "socket_connect_timeout": self.timeout_seconds,
-            "health_check_interval": 0,
-        }
-        if self.is_cluster:
-            from redis.cluster import ClusterNode, RedisCluster
-
-            return RedisCluster(
-                startup_nodes=[ClusterNode(host, port) for host, port in self._cluster_nodes],  # type: ignore[no-untyped-call]
-                **self._cluster_options,
-                **options,
-            )
-        # No retries inside redis-py: a retry would spend the time budget again.
-        return redis.Redis.from_url(self.url, retry=Retry(NoBackoff(), 0), retry_on_timeout=False, **options)
 
     def _preload(self) -> None:
         try:
@@ -222,30 +260,66 @@ class RedisCounterStore:
             # Not fatal: decisions fail open until Redis responds, then NOSCRIPT loads the scripts.
             self.breaker.record_failure(error)
 
-    def _sync_client(self) -> Any:
-        """Return the redis-py client; a cluster client is opened on first use, since opening reads the slot map."""
-        client = self._client
+    def _cluster(self) -> Any:
+        """Return redis-py's cluster client, opening it on first use."""
+        client = self._cluster_client
         if client is None:
-            client = self._client = self._open_sync_client()
+            from redis.cluster import ClusterNode, RedisCluster
+
+            # No retries inside redis-py: a retry would spend the time budget again.
+            client = self._cluster_client = RedisCluster(
+                startup_nodes=[ClusterNode(host, port) for host, port in self._cluster_nodes],  # type: ignore[no-untyped-call]
+                **self._cluster_options,
+                socket_timeout=self.timeout_seconds,
+                socket_connect_timeout=self.timeout_seconds,
+                health_check_interval=0,
+            )
         return client
+
+    def _checkout(self) -> RedisConnection:
+        """Take an idle connection that the server has not closed, or open a new one."""
+        idle = self._idle
+        while idle:
+            try:
+                connection = idle.pop()
+            except IndexError:
+                break
+            if connection.is_reusable:
+                return connection
+            connection.close()
+        assert self._address is not None
+        return RedisConnection(self._address, self.timeout_seconds)
 
     def load_scripts(self) -> None:
         """Register every script with Redis (on every primary of a cluster)."""
-        try:
-            self._load_scripts()
-        except CLIENT_ERRORS as error:
-            raise self._store_error(error, "SCRIPT LOAD") from error
+        if self.is_cluster:
+            try:
+                client = self._cluster()
+                for script in self._distinct_scripts():
+                    client.script_load(script.source)
+            except CLIENT_ERRORS as error:
+                raise self._store_error(error, "SCRIPT LOAD") from error
+            return
 
-    def _load_scripts(self) -> None:
-        client = self._sync_client()
-        for script in {script.sha: script for script in self.scripts.values()}.values():
-            client.script_load(script.source)
+        connection = self._checkout()
+        self._load_scripts_on(connection)
+        self._idle.append(connection)
+
+    def _distinct_scripts(self) -> list[Script]:
+        return list({script.sha: script for script in self.scripts.values()}.values())
+
+    def _load_scripts_on(self, connection: RedisConnection) -> None:
+        for script in self._distinct_scripts():
+            reply = connection.call(pack_command("SCRIPT", "LOAD", script.source))
+            if isinstance(reply, hiredis.ReplyError):
+                connection.close()
+                raise StoreError(f"Redis at {self.target} rejected SCRIPT LOAD of {script.name}: {reply}")
 
     def consume(
         self, key: str, algorithm: str, limit: int, window_seconds: int, capacity: int, units: int
     ) -> Outcome:
         """Run one algorithm transition on Redis; see :class:`rampgate.stores.base.CounterStore`."""
-        return self._consume(key, algorithm, (limit, window_seconds, capacity, units))
+        return self._consume(key, algorithm, limit, window_seconds, capacity, units, None)
 
     def consume_at(
         self, now_us: int, key: str, algorithm: str, limit: int, window_seconds: int, capacity: int, units: int
@@ -255,15 +329,67 @@ class RedisCounterStore:
         For tests that compare the scripts with their Python twins at chosen
         times; production code never passes a time.
         """
-        return self._consume(key, algorithm, (limit, window_seconds, capacity, units, now_us))
+        return self._consume(key, algorithm, limit, window_seconds, capacity, units, now_us)
 
-    def _consume(self, key: str, algorithm: str, arguments: tuple[int, ...]) -> Outcome:
+    def _consume(
+        self, key: str, algorithm: str, limit: int, window_seconds: int, capacity: int, units: int, now_us: int | None
+    ) -> Outcome:
         if self.breaker.is_open:
             self.breaker.check()
+
+        if self.is_cluster:
+            arguments = (limit, window_seconds, capacity, units) if now_us is None else (
+                limit, window_seconds, capacity, units, now_us
+            )
+            reply = self._cluster_evalsha(algorithm, self.prefix + key, arguments)
+        else:
+            if now_us is None:
+                command = self._evalsha_command(key, algorithm, limit, window_seconds, capacity, units)
+            else:
+                command = pack_command(
+                    "EVALSHA", self.scripts[algorithm].sha, 1, self.prefix + key,
+                    limit, window_seconds, capacity, units, now_us,
+                )
+            try:
+                reply = self._server_evalsha(command)
+            except StoreError as error:
+                self.breaker.record_failure(error)
+                raise
+            if reply.__class__ not in SCRIPT_REPLIES:
+                raise StoreError(f"Redis at {self.target} rejected {self.scripts[algorithm].name}: {reply}", retryable=False)
+
+        if self.breaker.is_open:
+            self.breaker.record_success()
+        return OUTCOMES[algorithm](reply, limit, window_seconds, capacity, units)
+
+    def _server_evalsha(self, command: bytes) -> Any:
+        """Send one packed ``EVALSHA`` on a pooled connection, loading the scripts after ``NOSCRIPT``.
+
+        Returns the script's reply, or the error reply as a ``hiredis.ReplyError``.
+        Raises :class:`StoreError` when the connection fails, and the failed
+        connection does not go back to the pool.
+        """
+        connection = self._checkout()
+        reply = connection.call(command)
+        if reply.__class__ is hiredis.ReplyError and str(reply).startswith("NOSCRIPT"):
+            logger.info("store.scripts_reloaded", extra={"store": "redis", "target": self.target})
+            self._load_scripts_on(connection)
+            reply = connection.call(command)
+        self._idle.append(connection)
+        return reply
+
+    def _cluster_evalsha(self, algorithm: str, full_key: str, arguments: tuple[int, ...]) -> Any:
+        """Run one script on the cluster through redis-py, which follows ``MOVED`` and ``ASK``."""
         script = self.scripts[algorithm]
-        full_key = self.prefix + key
         try:
-            reply = self._evalsha(script, full_key, arguments)
+            client = self._cluster()
+            try:
+                return client.evalsha(script.sha, 1, full_key, *arguments)
+            except redis.exceptions.NoScriptError:
+                logger.info("store.scripts_reloaded", extra={"store": "redis", "target": self.target})
+                for loaded in self._distinct_scripts():
+                    client.script_load(loaded.source)
+                return client.evalsha(script.sha, 1, full_key, *arguments)
         except redis.exceptions.ResponseError as error:
             raise StoreError(f"Redis at {self.target} rejected {script.name}: {error}", retryable=False) from error
         except CLIENT_ERRORS as error:
@@ -271,18 +397,27 @@ class RedisCounterStore:
             self.breaker.record_failure(failure)
             raise failure from error
 
-        if self.breaker.is_open:
-            self.breaker.record_success()
-        return _outcome(reply)
+    def _evalsha_command(
+        self, key: str, algorithm: str, limit: int, window_seconds: int, capacity: int, units: int
+    ) -> bytes:
+        """Pack ``EVALSHA sha 1 <prefix><key> limit window capacity units`` from cached head and tail bytes."""
+        packed = self._packed.get((algorithm, limit, window_seconds, capacity, units))
+        if packed is None:
+            packed = self._pack_parts(algorithm, limit, window_seconds, capacity, units)
+        key_bytes = self._prefix_bytes + key.encode()
+        return b"%b%d\r\n%b\r\n%b" % (packed[0], len(key_bytes), key_bytes, packed[1])
 
-    def _evalsha(self, script: Script, full_key: str, arguments: tuple[int, ...]) -> list[int]:
-        client = self._sync_client()
-        try:
-            return client.evalsha(script.sha, 1, full_key, *arguments)  # type: ignore[no-any-return]
-        except redis.exceptions.NoScriptError:
-            logger.info("store.scripts_reloaded", extra={"store": "redis", "target": self.target})
-            self._load_scripts()
-            return client.evalsha(script.sha, 1, full_key, *arguments)  # type: ignore[no-any-return]
+    def _pack_parts(
+        self, algorithm: str, limit: int, window_seconds: int, capacity: int, units: int
+    ) -> tuple[bytes, bytes]:
+        """Pack what precedes and follows the key in ``EVALSHA sha 1 key limit window capacity units``."""
+        script = self.scripts[algorithm]
+        head = b"*8\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$1\r\n1\r\n$" % script.sha.encode()
+        tail = b"".join(b"$%d\r\n%d\r\n" % (len(b"%d" % value), value) for value in (limit, window_seconds, capacity, units))
+        if len(self._packed) >= 10_000:
+            self._packed.clear()
+        packed = self._packed[(algorithm, limit, window_seconds, capacity, units)] = (head, tail)
+        return packed
 
     def _store_error(self, error: Exception, operation: str) -> StoreError:
         if isinstance(error, redis.TimeoutError):
@@ -291,20 +426,44 @@ class RedisCounterStore:
 
     def ping(self) -> None:
         """Check that Redis responds, within the time budget; raise :class:`StoreError` if not."""
-        try:
-            self._sync_client().ping()
-        except CLIENT_ERRORS as error:
-            raise self._store_error(error, "PING") from error
+        if self.is_cluster:
+            try:
+                self._cluster().ping()
+            except CLIENT_ERRORS as error:
+                raise self._store_error(error, "PING") from error
+            return
+
+        connection = self._checkout()
+        reply = connection.call(PING)
+        self._idle.append(connection)
+        if reply != b"PONG":
+            raise StoreError(f"Redis at {self.target} replied {reply!r} to PING")
 
     def close(self) -> None:
-        """Close the sync connections; the async connection closes with :meth:`aclose`."""
-        client = self._client
+        """Close the idle sync connections and the cluster client.
+
+        The async connection closes with :meth:`aclose`. A later sync call
+        opens a new connection.
+        """
+        idle = self._idle
+        while idle:
+            try:
+                idle.pop().close()
+            except IndexError:
+                break
+        client = self._cluster_client
         if client is None:
             return
         try:
             client.close()
         except CLIENT_ERRORS:
             pass
+
+    def _forget_inherited_connections(self) -> None:
+        """Drop the idle connections a forked child inherited, without shutting down the parent's sockets."""
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
 
     # -- async ---------------------------------------------------------------
 
@@ -319,14 +478,9 @@ class RedisCounterStore:
         if self.breaker.is_open:
             self.breaker.check()
 
-        packed = self._packed.get((algorithm, limit, window_seconds, capacity, units))
-        if packed is None:
-            packed = self._pack_parts(algorithm, limit, window_seconds, capacity, units)
-        key_bytes = self._prefix_bytes + key.encode()
-        command = b"%b%d\r\n%b\r\n%b" % (packed[0], len(key_bytes), key_bytes, packed[1])
-
+        command = self._evalsha_command(key, algorithm, limit, window_seconds, capacity, units)
         if self.is_cluster:
-            reply = await self._acall_cluster(key_bytes, command, algorithm)
+            reply = await self._acall_cluster(self._prefix_bytes + key.encode(), command, algorithm)
         else:
             pipeline = self._pipeline
             if pipeline is None or pipeline.loop is not asyncio.get_running_loop() or not pipeline.is_connected:
@@ -336,40 +490,20 @@ class RedisCounterStore:
             except StoreError as error:
                 self.breaker.record_failure(error)
                 raise
-            if reply.__class__ is not list:
+            if reply.__class__ not in SCRIPT_REPLIES:
                 reply = await self._aretry(pipeline, command, reply, algorithm)
 
         if self.breaker.is_open:
             self.breaker.record_success()
-        next_unit_after = reply[4]
-        return (
-            reply[0] == 1,
-            reply[1],
-            reply[2] / MICROSECONDS,
-            reply[3] / MICROSECONDS,
-            None if next_unit_after < 0 else next_unit_after / MICROSECONDS,
-            None,
-        )
+        return OUTCOMES[algorithm](reply, limit, window_seconds, capacity, units)
 
-    def _pack_parts(
-        self, algorithm: str, limit: int, window_seconds: int, capacity: int, units: int
-    ) -> tuple[bytes, bytes]:
-        """Pack what precedes and follows the key in ``EVALSHA sha 1 key limit window capacity units``."""
-        script = self.scripts[algorithm]
-        head = b"*8\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$1\r\n1\r\n$" % script.sha.encode()
-        tail = b"".join(b"$%d\r\n%d\r\n" % (len(b"%d" % value), value) for value in (limit, window_seconds, capacity, units))
-        if len(self._packed) >= 10_000:
-            self._packed.clear()
-        packed = self._packed[(algorithm, limit, window_seconds, capacity, units)] = (head, tail)
-        return packed
-
-    async def _aretry(self, pipeline: RedisPipeline, command: bytes, reply: Any, algorithm: str) -> list[int]:
+    async def _aretry(self, pipeline: RedisPipeline, command: bytes, reply: Any, algorithm: str) -> Any:
         """Handle a reply that is not the script's result: load the scripts after NOSCRIPT and retry once."""
         script = self.scripts[algorithm]
         if isinstance(reply, RespError) and reply.message.startswith("NOSCRIPT"):
             logger.info("store.scripts_reloaded", extra={"store": "redis", "target": self.target})
             try:
-                for loaded in {s.sha: s for s in self.scripts.values()}.values():
+                for loaded in self._distinct_scripts():
                     answer = await pipeline.call(pack_command("SCRIPT", "LOAD", loaded.source))
                     if isinstance(answer, RespError):
                         raise StoreError(f"Redis at {self.target} rejected SCRIPT LOAD: {answer.message}")
@@ -377,7 +511,7 @@ class RedisCounterStore:
             except StoreError as error:
                 self.breaker.record_failure(error)
                 raise
-        if isinstance(reply, list):
+        if reply.__class__ in SCRIPT_REPLIES:
             return reply
         detail = reply.message if isinstance(reply, RespError) else repr(reply)
         raise StoreError(f"Redis at {self.target} rejected {script.name}: {detail}", retryable=False)
@@ -420,7 +554,7 @@ class RedisCounterStore:
             )
         return router
 
-    async def _acall_cluster(self, key_bytes: bytes, command: bytes, algorithm: str) -> list[int]:
+    async def _acall_cluster(self, key_bytes: bytes, command: bytes, algorithm: str) -> Any:
         """Send one command to the primary of its key's slot, following MOVED and ASK redirections."""
         router = self._cluster_router()
         slot = key_slot(key_bytes)
@@ -428,7 +562,7 @@ class RedisCounterStore:
             for _ in range(MAX_REDIRECTIONS):
                 pipeline = await router.pipeline_for_slot(slot)
                 reply = await pipeline.call(command)
-                if reply.__class__ is list:
+                if reply.__class__ in SCRIPT_REPLIES:
                     return reply
                 redirection = parse_redirection(reply.message) if isinstance(reply, RespError) else None
                 if redirection is None:
@@ -443,7 +577,7 @@ class RedisCounterStore:
                 asking = target.call(ASKING)
                 reply = await target.call(command)
                 await asking
-                if reply.__class__ is list:
+                if reply.__class__ in SCRIPT_REPLIES:
                     return reply
                 return await self._aretry(target, command, reply, algorithm)
         except StoreError as error:
@@ -480,3 +614,16 @@ class RedisCounterStore:
         if router is not None:
             router.close()
         self.close()
+
+
+# Stores whose idle sync connections a forked child must not share with its parent.
+_OPEN_STORES: weakref.WeakSet[RedisCounterStore] = weakref.WeakSet()
+
+
+def _forget_connections_after_fork() -> None:
+    for store in list(_OPEN_STORES):
+        store._forget_inherited_connections()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_connections_after_fork)

@@ -1,24 +1,34 @@
-"""A pipelined asyncio connection to one Redis server that coalesces the calls of one event-loop tick.
+"""Hand-written RESP2 connections to Redis: a coalescing asyncio pipeline and a blocking connection.
 
-Every call made during one pass of the event loop is packed into a single
-write, and the replies are read in order as they arrive, so 64 concurrent
-decisions cost one round trip instead of 64. Batches are pipelined too: a new
-batch goes out without waiting for the replies of the previous one.
-
-This module speaks RESP2 directly over an :class:`asyncio.Protocol` instead of
+:class:`RedisPipeline` packs every call made during one pass of the event
+loop into a single write, and reads the replies in order as they arrive, so
+64 concurrent decisions cost one round trip instead of 64. Batches are
+pipelined too: a new batch goes out without waiting for the replies of the
+previous one. It speaks RESP2 over an :class:`asyncio.Protocol` instead of
 going through redis-py's asyncio client, because that client spends several
 coroutine switches per reply. Here a reply is parsed in ``data_received`` and
 resolves its future at once.
+
+:class:`RedisConnection` serves sync calls: the caller sends bytes it packed
+itself and hiredis parses the reply. That skips redis-py's connection pool,
+argument encoding and response callbacks, which cost more client CPU than
+the round trip itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import select
+import socket
 import ssl
+import struct
+import sys
 from collections import deque
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
+
+import hiredis
 
 from rampgate.errors import ConfigurationError, StoreError, StoreTimeout
 
@@ -180,6 +190,19 @@ class ServerAddress:
         return self.path or f"{self.host}:{self.port}"
 
 
+def address_setup_commands(address: ServerAddress) -> list[tuple[str, bytes]]:
+    """Return the packed ``AUTH`` and ``SELECT`` a new connection to ``address`` needs, with their names."""
+    commands = []
+    if address.password is not None:
+        if address.username:
+            commands.append(("AUTH", pack_command("AUTH", address.username, address.password)))
+        else:
+            commands.append(("AUTH", pack_command("AUTH", address.password)))
+    if address.db:
+        commands.append(("SELECT", pack_command("SELECT", address.db)))
+    return commands
+
+
 class RedisPipeline:
     """One connection, bound to the event loop that opened it, that sends each tick's calls as one write.
 
@@ -233,15 +256,8 @@ class RedisPipeline:
             raise
 
     async def _handshake(self) -> None:
-        address = self.address
-        if address.password is not None:
-            if address.username:
-                command = pack_command("AUTH", address.username, address.password)
-            else:
-                command = pack_command("AUTH", address.password)
-            self._check_reply(await self.call(command), "AUTH")
-        if address.db:
-            self._check_reply(await self.call(pack_command("SELECT", address.db)), "SELECT")
+        for name, command in address_setup_commands(self.address):
+            self._check_reply(await self.call(command), name)
 
     def _check_reply(self, reply: Any, command: str) -> None:
         if isinstance(reply, RespError):
@@ -309,6 +325,129 @@ class RedisPipeline:
             transport.abort()
         elif self._protocol is not None and self._protocol.lost is None:
             self._protocol.connection_lost(None)
+
+
+# Errors of a send or receive that ran out of time: socket.timeout (an alias
+# of TimeoutError) under a Python timeout, EAGAIN under SO_RCVTIMEO and
+# SO_SNDTIMEO, which the ssl module reports as SSLWantReadError or
+# SSLWantWriteError on a TLS socket.
+SOCKET_TIMEOUTS = (TimeoutError, BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+RECEIVE_BYTES = 65536
+# On Linux the kernel bounds each send and receive (SO_SNDTIMEO, SO_RCVTIMEO)
+# on a blocking socket. A Python socket timeout would poll the socket before
+# every receive, one more system call per reply.
+KERNEL_TIMEOUTS = sys.platform.startswith("linux")
+
+
+class RedisConnection:
+    """One blocking connection to one Redis server: the caller packs each command and hiredis parses the reply.
+
+    ``timeout_seconds`` bounds the connect and every send and receive, as
+    redis-py's ``socket_timeout`` does. A reply arrives in one receive unless
+    it is larger than the socket buffer. A call that fails or times out
+    raises :class:`StoreError` or :class:`StoreTimeout` and closes the
+    connection, since a late reply would otherwise be read as the answer to
+    the next call. One thread uses a connection at a time.
+    """
+
+    def __init__(self, address: ServerAddress, timeout_seconds: float) -> None:
+        self.address = address
+        self.timeout_seconds = timeout_seconds
+        self._reader = hiredis.Reader()
+        self._socket: socket.socket | None = None
+        self._socket = sock = self._open_socket()
+        self._poll: Any = None
+        if hasattr(select, "poll"):
+            self._poll = select.poll()
+            self._poll.register(sock, select.POLLIN)
+        self._handshake()
+
+    def _open_socket(self) -> socket.socket:
+        address = self.address
+        sock: socket.socket | None = None
+        try:
+            if address.path is not None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(self.timeout_seconds)
+                sock.connect(address.path)
+            else:
+                sock = socket.create_connection((address.host, address.port), self.timeout_seconds)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if address.use_tls:
+                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=address.host)
+            if KERNEL_TIMEOUTS:
+                seconds, microseconds = divmod(round(self.timeout_seconds * 1_000_000), 1_000_000)
+                timeval = struct.pack("@ll", seconds, microseconds)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+                sock.settimeout(None)
+        except TimeoutError as error:
+            if sock is not None:
+                sock.close()
+            raise StoreTimeout(
+                f"connecting to Redis at {address.target} took longer than {self.timeout_seconds * 1000:.0f} ms"
+            ) from error
+        except OSError as error:
+            if sock is not None:
+                sock.close()
+            raise StoreError(f"cannot connect to Redis at {address.target}: {error}") from error
+        return sock
+
+    def _handshake(self) -> None:
+        for name, command in address_setup_commands(self.address):
+            self._check_reply(self.call(command), name)
+
+    def _check_reply(self, reply: Any, command: str) -> None:
+        if isinstance(reply, hiredis.ReplyError):
+            self.close()
+            raise StoreError(f"Redis at {self.address.target} rejected {command}: {reply}", retryable=False)
+
+    @property
+    def is_reusable(self) -> bool:
+        """False when the server has closed the connection or sent bytes that no call requested.
+
+        An idle connection reads as closed after a Redis restart, or after
+        Redis dropped it for being idle (its ``timeout`` setting). Checking
+        before a call lets the call go out on a new connection instead of
+        failing.
+        """
+        sock = self._socket
+        if sock is None:
+            return False
+        if self._poll is not None:
+            return not self._poll.poll(0)
+        return not select.select([sock], [], [], 0)[0]
+
+    def call(self, command: bytes) -> Any:
+        """Send one packed command and return its reply; an error reply comes back as a ``hiredis.ReplyError``."""
+        sock = self._socket
+        if sock is None:
+            raise StoreError(f"no connection to Redis at {self.address.target}")
+        reader = self._reader
+        try:
+            sock.sendall(command)
+            while True:
+                data = sock.recv(RECEIVE_BYTES)
+                if not data:
+                    raise ConnectionResetError("the server closed the connection")
+                reader.feed(data)
+                reply = reader.gets()
+                if reply is not False:
+                    return reply
+        except SOCKET_TIMEOUTS as error:
+            self.close()
+            raise StoreTimeout(
+                f"Redis at {self.address.target} did not answer within {self.timeout_seconds * 1000:.0f} ms"
+            ) from error
+        except (OSError, hiredis.ProtocolError) as error:
+            self.close()
+            raise StoreError(f"connection to Redis at {self.address.target} failed: {error}") from error
+
+    def close(self) -> None:
+        sock = self._socket
+        self._socket = None
+        if sock is not None:
+            sock.close()
 
 
 CLUSTER_SLOTS = 16384
