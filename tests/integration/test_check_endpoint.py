@@ -241,3 +241,27 @@ def test_generated_requests_match(pair: Pair, request: dict[str, Any]) -> None:
     content = json.dumps(request, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
     assert_same(*pair.post(content, SERVICE))
+
+
+def test_oversized_body_gets_413(pair: Pair) -> None:
+    content = body(context={"padding": "x" * (2 * 1024 * 1024)})
+
+    fast, route = pair.post(content, SERVICE)
+
+    assert fast.status_code == 413
+    assert fast.json()["error"] == "payload_too_large"
+    assert_same(fast, route)
+
+
+def test_oversized_chunked_body_gets_413(pair: Pair) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"actor_type": "user", "actor_id": "u-1", "action": "media_upload", "context": {"padding": "'
+        for _ in range(40):
+            yield b"x" * 65536
+        yield b'"}}'
+
+    responses = [client.post("/v1/check", content=chunks(), headers=SERVICE) for client in pair.clients]
+
+    assert [response.status_code for response in responses] == [413, 413]
+    assert responses[0].json()["error"] == "payload_too_large"
+    assert "1048576 bytes" in responses[0].json()["message"]

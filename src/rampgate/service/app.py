@@ -23,8 +23,9 @@ from rampgate import __version__
 from rampgate.catalog.appeals import AppealRepository
 from rampgate.gate import AsyncGate
 from rampgate.service import routes_admin, routes_appeals, routes_check, routes_protected
-from rampgate.service.check_endpoint import CheckEndpoint
 from rampgate.service.auth import is_admin_open, is_service_open, require_admin_read
+from rampgate.service.body_limit import BodyLimitMiddleware
+from rampgate.service.check_endpoint import CheckEndpoint
 from rampgate.service.errors import install_error_handlers
 from rampgate.service.jwt_auth import JwtVerifier
 from rampgate.service.metrics import CONTENT_TYPE, ServiceMetrics
@@ -41,6 +42,9 @@ OPTIONAL_ROUTERS = (
     "rampgate.service.console",
 )
 METRICS_SYNC_SECONDS = 5.0
+# The largest request body any route reads, far above the largest valid one
+# (a direct message of 10,000 characters); larger bodies get 413 unread.
+MAX_BODY_BYTES = 1024 * 1024
 READINESS_TIMEOUT_SECONDS = 2.0
 
 
@@ -70,6 +74,7 @@ def create_app(settings: Settings | None = None, gate: AsyncGate | None = None) 
     app.state.jwt_verifier = JwtVerifier(settings)
 
     install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestLogMiddleware)
     # Outermost of the two: it answers most checks before routing starts.
     app.add_middleware(CheckEndpoint)
