@@ -377,3 +377,12 @@ def test_undecodable_body_rejected(client: TestClient) -> None:
     assert response.json()["error"] == "invalid_input"
     assert response.json()["field"] == "body"
     assert "not valid UTF-8" in response.json()["message"]
+
+
+def test_flag_patch_same_values_not_recorded(client: TestClient) -> None:
+    client.patch(f"/v1/flags/{FLAG}", json={"enabled": True, "percentage": 10}, headers=ADMIN)
+
+    repeated = client.patch(f"/v1/flags/{FLAG}", json={"enabled": True, "percentage": 10}, headers=ADMIN)
+
+    assert repeated.status_code == 200
+    assert len(client.get("/v1/changes", params={"entity": "flag"}, headers=ADMIN).json()) == 1

@@ -414,6 +414,9 @@ class Catalog:
         before: dict[str, Any] | None,
         after: dict[str, Any] | None,
     ) -> None:
+        """Add a row to the change history, unless ``before`` and ``after`` are equal (a no-op write)."""
+        if before == after:
+            return
         connection.execute(
             sa.insert(schema.config_changes).values(
                 at=utcnow(), changed_by=changed_by, via=via, entity=entity, entity_key=key, before=before, after=after
