@@ -103,3 +103,13 @@ def test_mypy_strict_core() -> None:
         cwd=REPOSITORY, capture_output=True, text=True, check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_package_marked_typed() -> None:
+    """The PEP 561 marker exists and pyproject.toml ships it, so type checkers read rampgate's annotations."""
+    import tomllib
+
+    package_data = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+
+    assert (SOURCE / "py.typed").is_file()
+    assert "py.typed" in package_data["rampgate"]
