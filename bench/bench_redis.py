@@ -411,38 +411,52 @@ def _report(result: dict[str, Any], sequential: dict[str, Stats], concurrent: di
 
 
 FINDINGS = """
-**Sequential: where a call's time goes, and why `limits`' fixed window is
-ahead.** One caller waits for every round trip, so the figure is the round
-trip plus the server's work plus the client's. `limits`' fixed window runs a
-two-line script (`INCRBY`, then `EXPIRE` on the first hit) that returns one
-integer, which is almost the bare baseline. rampgate's token-bucket script
-reads Redis `TIME`, parses the stored theoretical arrival time
-(`"<µs> <remainder>"`), computes the bucket in exact integer ticks, writes the
-key back with its expiry and returns five integers. Measured on this machine
-while it was quiet (load average below 2):
+**Sequential: where a call's time goes.** One caller waits for every round
+trip, so the figure is the round trip plus the server's work plus the
+client's. `Gate.decide` on one Redis server sends the `EVALSHA` on a
+connection of its own: the command is packed once per policy (only the key
+changes), hiredis parses the reply, and an idle connection is checked with
+one `poll` before it is used. redis-py's `execute_command` path, which the
+bare baseline and the peers take, checks a connection out of its pool,
+encodes every argument, reads through its parser class and runs a response
+callback. The token-bucket script reads Redis `TIME` and the stored
+theoretical arrival time (`"<µs> <remainder>"`), computes the bucket in
+exact integer ticks, writes the key back with its expiry and returns one
+integer, the debt in ticks. The client derives the five outcome fields from
+it. Measured on this machine with a private `redis-server` 7.0 on loopback,
+in interleaved rounds of 1,000 decisions, with other benchmarks running (load
+average 1 to 5):
 
-- server: `redis-benchmark` with one connection ran the token-bucket script
-  at 17,000–30,000 calls/s, the `INCR` script at about 37,000 and `limits`'
-  script at about 35,000;
-- client: without hiredis, redis-py parses replies in pure Python. The
-  token-bucket call then cost 50 µs of client CPU against 35 µs for the bare
-  call and 40 µs for the bare call with the same four extra arguments
-  (median of 7 rounds of 1,000 calls). With hiredis the figures were 37.5,
-  29 and 32 µs, and `Gate.decide` on Redis used as much client CPU as
-  `limits`' fixed window (43 µs). hiredis is now a dependency of rampgate,
-  and the peers use it too;
-- `Gate.decide` adds 2–4 µs to `RedisCounterStore.consume`.
+- client CPU (`time.process_time`, median of 15 rounds): `Gate.decide`
+  10.0–10.4 µs per decision, against 22.8–26.0 µs through redis-py before
+  this path was written. The bare call took 18–21 µs and `limits`' fixed
+  window 23–27 µs. Of `RedisCounterStore.consume`'s CPU, 3.3 µs was user
+  time and 6.2 µs system time (send, receive, `poll`), against 9.8 and 8.3
+  µs for the bare call;
+- server (`usec_per_call` of `evalsha` in `INFO commandstats`, 20,000
+  `Gate.decide` calls): 4.5–4.8 µs, against 5.8–8.1 µs for the previous
+  script, which returned five integers. For scale, with `redis-benchmark`
+  driving one connection, `usec_per_call` was 0.8 µs for an empty script,
+  1.15 µs for the `INCR` script and 3.4 µs for `TIME`, `GET` and `SET … PX`
+  with no arithmetic, the floor of any script that makes those three calls;
+- wall time, as a paired median of per-round ratios to the bare call:
+  `Gate.decide` 1.30–1.39× as fast (0.74–0.82× before), `limits`' fixed
+  window 0.78–0.83×. `Gate.decide` used about 1 µs of client CPU more than
+  `RedisCounterStore.consume` alone (9.1–9.5 µs).
 
-So the remaining gap to `limits`' fixed window is the script's server time.
-Storing the TAT as one integer and returning fewer fields would narrow it.
+Writing the TAT as a bare integer when its remainder is 0 would save about
+0.4 µs more of server time, but the previous release's script cannot read
+that form, and both releases share the keys during a rolling upgrade. The
+script reads both forms and still writes `"<µs> <remainder>"`.
 
 **64 tasks.** `AsyncGate` sends the decisions made in one event-loop tick to
 Redis in one write on one connection and parses the replies itself, while
 the bare baseline and the peers go through redis-py's connection pool, one
 connection and one round trip per call.
 
-**Run to run.** Sequential figures are wall time, so they follow the
-machine's load: in four full runs on the same day without hiredis,
-`Gate.decide` reached 0.48×, 0.83×, 0.60× and 0.44× the bare call, and
-0.74×–1.09× `limits`' fixed window.
+**Run to run.** Wall-time figures follow the machine's load: within one
+hour the bare call took 27–60 µs per decision from one round to the next,
+while the ratios above moved by less than 0.1. Client CPU and server
+`usec_per_call` vary far less than wall time, so compare variants by those
+and by ratios within a run.
 """
