@@ -85,42 +85,59 @@ class AppealRepository:
         if request_id is not None and (not isinstance(request_id, str) or len(request_id) > MAX_REQUEST_ID_LENGTH):
             raise InvalidInput("request_id", request_id, f"a string of at most {MAX_REQUEST_ID_LENGTH} characters")
 
-        table = schema.appeals
-        # NOTE: the open-appeal check and the insert are two statements; two
-        # filings racing on PostgreSQL can both pass the check.
-        with self.engine.begin() as connection:
-            if require_recent_block and not self._was_blocked(connection, actor_type, actor_id, action):
-                raise InvalidInput(
-                    "action", action, "an action on which this user was blocked in the last 24 hours"
-                )
-            existing = connection.execute(
-                sa.select(table.c.appeal_id).where(
-                    table.c.actor_type == actor_type,
-                    table.c.actor_id == actor_id,
-                    table.c.action == action,
-                    table.c.status == OPEN,
-                )
-            ).first()
-            if existing is not None:
-                raise Conflict(f"appeal {existing.appeal_id} on {action} is still open; wait for its verdict")
-
-            appeal_id = connection.execute(
-                sa.insert(table)
-                .values(
-                    actor_type=actor_type,
-                    actor_id=actor_id,
-                    action=action,
-                    request_id=request_id,
-                    text=text,
-                    status=OPEN,
-                    created_at=utcnow(),
-                )
-                .returning(table.c.appeal_id)
-            ).scalar_one()
-            appeal = self._get(connection, int(appeal_id))
+        # The check names the open appeal; the unique index on open appeals
+        # stops a filing that raced past the check.
+        try:
+            with self.engine.begin() as connection:
+                if require_recent_block and not self._was_blocked(connection, actor_type, actor_id, action):
+                    raise InvalidInput(
+                        "action", action, "an action on which this user was blocked in the last 24 hours"
+                    )
+                self._check_none_open(connection, actor_type, actor_id, action)
+                appeal_id = self._insert(connection, actor_type, actor_id, action, text, request_id)
+                appeal = self._get(connection, appeal_id)
+        except sa.exc.IntegrityError as error:
+            with self.engine.connect() as connection:
+                self._check_none_open(connection, actor_type, actor_id, action)
+            raise Conflict(f"another appeal on {action} was filed at the same moment; list the appeals and retry") from error
 
         logger.info("appeal.filed", extra={"appeal_id": appeal["appeal_id"], "action": action})
         return appeal
+
+    @staticmethod
+    def _check_none_open(connection: Connection, actor_type: str, actor_id: str, action: str) -> None:
+        """Raise :class:`Conflict` naming the actor's open appeal on ``action``, if there is one."""
+        table = schema.appeals
+        existing = connection.execute(
+            sa.select(table.c.appeal_id).where(
+                table.c.actor_type == actor_type,
+                table.c.actor_id == actor_id,
+                table.c.action == action,
+                table.c.status == OPEN,
+            )
+        ).first()
+        if existing is not None:
+            raise Conflict(f"appeal {existing.appeal_id} on {action} is still open; wait for its verdict")
+
+    @staticmethod
+    def _insert(
+        connection: Connection, actor_type: str, actor_id: str, action: str, text: str, request_id: str | None
+    ) -> int:
+        table = schema.appeals
+        appeal_id = connection.execute(
+            sa.insert(table)
+            .values(
+                actor_type=actor_type,
+                actor_id=actor_id,
+                action=action,
+                request_id=request_id,
+                text=text,
+                status=OPEN,
+                created_at=utcnow(),
+            )
+            .returning(table.c.appeal_id)
+        ).scalar_one()
+        return int(appeal_id)
 
     def _was_blocked(self, connection: Connection, actor_type: str, actor_id: str, action: str) -> bool:
         audits = schema.rate_limit_audits

@@ -100,6 +100,11 @@ appeals = sa.Table(
     sa.Column("resolved_at", Timestamp),
     sa.Column("resolved_by", sa.Text),
     sa.Column("resolution_note", sa.Text),
+    # One open appeal per actor and action (migration 0005).
+    sa.Index(
+        "appeals_one_open", "actor_type", "actor_id", "action", unique=True,
+        postgresql_where=sa.text("status = 'open'"), sqlite_where=sa.text("status = 'open'"),
+    ),
 )
 
 rollouts = sa.Table(
