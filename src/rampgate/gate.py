@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from math import ceil
 from typing import Any, Callable
 
-from rampgate.catalog.audit import AuditWriter, DecisionRecorder, NullRecorder
+from rampgate.catalog.audit import AuditRow, AuditWriter, DecisionRecorder, NullRecorder, StatRow
 from rampgate.catalog.database import MEMORY_URL, check_schema, create_catalog_engine, current_revision, migrate
 from rampgate.catalog.repository import Catalog
 from rampgate.catalog.watcher import CatalogWatcher
@@ -29,6 +30,10 @@ Clock = Callable[[], float]
 _ACTOR_TYPES = frozenset(ACTOR_TYPES)
 _DEFAULT_TRUST = (DEFAULT_TIER, DEFAULT_LEVEL)
 _new_decision = object.__new__
+
+
+def _no_drop() -> None:
+    return None
 
 
 class _GateBase:
@@ -68,7 +73,7 @@ class _GateBase:
 
         self.store = store if store is not None else open_counter_store(self.settings, clock=self.clock)
         if recorder is not None:
-            self.recorder: DecisionRecorder = recorder
+            self.recorder = recorder
         elif audit:
             writer = AuditWriter(
                 self.engine, max_buffer=self.settings.audit_buffer_rows, spill_path=self.settings.audit_spill_path
@@ -89,6 +94,27 @@ class _GateBase:
         self._store = store
         # Gate.decide's inline path, or None when the store is not the memory store.
         self._memory_store = store if store.__class__ is MemoryCounterStore else None
+
+    @property
+    def recorder(self) -> DecisionRecorder:
+        """The destination of every decision; setting it also sets the queues that ``Gate.decide`` fills directly."""
+        return self._recorder
+
+    @recorder.setter
+    def recorder(self, recorder: DecisionRecorder) -> None:
+        self._recorder = recorder
+        # Gate.decide appends rows to an AuditWriter's queues itself, as
+        # AuditWriter.record would, instead of calling record with the Decision.
+        if recorder.__class__ is AuditWriter:
+            writer = recorder
+            self._audit_queue: deque[AuditRow] | None = writer._audits
+            self._stat_queue: deque[StatRow] | None = writer._stats
+            self._audit_max_buffer = writer.max_buffer
+            self._audit_drop: Callable[[], None] = writer._drop
+        else:
+            self._audit_queue = self._stat_queue = None
+            self._audit_max_buffer = 0
+            self._audit_drop = _no_drop
 
     @property
     def snapshot(self) -> CatalogSnapshot:
@@ -150,7 +176,7 @@ class Gate(_GateBase):
             self._engine.check_request(actor_type, actor_id, action, cost)
             plans = snapshot.plans_for(action)
 
-        # Resolve the tier and the plan; overrides and suspensions are rare.
+        # Resolve the plan; overrides and suspensions are rare.
         if plans.overridden and (actor_type, actor_id) in plans.overridden:
             return self._decide_general(snapshot, actor_type, actor_id, action, cost, request_id, context)
         trust = snapshot.trust
@@ -160,10 +186,10 @@ class Gate(_GateBase):
                 return self._decide_general(snapshot, actor_type, actor_id, action, cost, request_id, context)
             plan = plans.by_tier.get(tier) or plans.plan(tier)
         else:
-            tier = DEFAULT_TIER
             plan = plans.default
 
-        # Cohort, then the cases that never touch a counter.
+        # Cohort, then the cases that never touch a counter. A plan without a
+        # policy has capacity 0, so it fails the capacity check too.
         percentage = plan.percentage
         if percentage >= 100:
             in_cohort = True
@@ -172,19 +198,15 @@ class Gate(_GateBase):
         else:
             in_cohort = _hash(plan.group_prefix + actor_id, 0, False) % 100 + 1 <= percentage
         units = cost * plan.cost_per_action
-        if (
-            plan.policy is None
-            or not (in_cohort or plan.shadow)
-            or units > plan.capacity
-        ):
+        if units > plan.capacity or not (in_cohort or plan.shadow):
             return self._decide_general(snapshot, actor_type, actor_id, action, cost, request_id, context)
 
         # Count.
-        key = f"{plan.key_prefix}{actor_type}:{actor_id}}}"
         store = self._memory_store
-        if store is not None and plan.is_tat:
+        tables = plan.memory_tables
+        if store is not None and tables is not None:
             allowed, remaining, reset_after, retry_after, next_unit_after, now = store.consume_tat(
-                key, units, plan.interval, plan.span
+                tables[actor_type], actor_id, units, plan.interval, plan.span
             )
             if store._clock is not self.clock:
                 now = self.clock()
@@ -192,46 +214,71 @@ class Gate(_GateBase):
             store = self._store
             try:
                 allowed, remaining, reset_after, retry_after, next_unit_after = store.consume(
-                    key, plan.algorithm, plan.limit, plan.window_seconds, plan.capacity, units
+                    f"{plan.key_prefix}{actor_type}:{actor_id}}}", plan.algorithm, plan.limit,
+                    plan.window_seconds, plan.capacity, units,
                 )[:5]
             except StoreError:
                 request = CounterRequest(
-                    actor_type, actor_id, action, tier, plan.policy, ENFORCE if in_cohort else SHADOW,
-                    in_cohort, units,
+                    actor_type, actor_id, action, plan.tier, plan.policy,  # type: ignore[arg-type]
+                    ENFORCE if in_cohort else SHADOW, in_cohort, units,
                 )
                 decision = DecisionEngine.fail(request)
-                self.recorder.record(decision, units, self.clock(), request_id, context)
+                self._recorder.record(decision, units, self.clock(), request_id, context)
                 return decision
             now = self.clock()
 
         # Build the decision as DecisionEngine.finish does. Setting the slots
         # on a bare instance skips binding 16 arguments to __init__, about
         # 110 ns of the decision; round_up_ms is inlined on both durations.
+        # reset_after is never 0 when allowed, because the request added
+        # units * interval > 0 to the bucket.
         decision = _new_decision(Decision)
-        decision.mode = ENFORCE if in_cohort else SHADOW
         decision.action = action
-        decision.tier = tier
-        decision.policy = plan.policy_name
+        decision.tier = tier = plan.tier
+        decision.policy = policy_name = plan.policy_name
         decision.limit = plan.limit
         decision.window_seconds = plan.window_seconds
         decision.remaining = remaining
-        decision.reset_after = 0.0 if reset_after <= 0 else ceil(reset_after * 1000 - 1e-6) / 1000
         decision.actor_type = actor_type
         decision.actor_id = actor_id
         decision.in_cohort = in_cohort
         decision.next_unit_after = next_unit_after
         if allowed:
             decision.allowed = True
-            decision.would_block = False
-            decision.reason = OK
-            decision.retry_after = 0.0
+            decision.would_block = would_block = False
+            decision.reason = reason = OK
+            decision.retry_after = retry_after = 0.0
+            decision.reset_after = ceil(reset_after * 1000 - 1e-6) / 1000
         else:
-            decision.allowed = not in_cohort
-            decision.would_block = True
-            decision.reason = LIMITED
-            decision.retry_after = 0.0 if retry_after <= 0 else ceil(retry_after * 1000 - 1e-6) / 1000
+            decision.allowed = allowed = not in_cohort
+            decision.would_block = would_block = True
+            decision.reason = reason = LIMITED
+            retry_after = 0.0 if retry_after <= 0 else ceil(retry_after * 1000 - 1e-6) / 1000
+            decision.retry_after = retry_after
+            decision.reset_after = 0.0 if reset_after <= 0 else ceil(reset_after * 1000 - 1e-6) / 1000
 
-        self.recorder.record(decision, units, now, request_id, context)
+        # Record: the rows of AuditWriter.record, appended here without the call.
+        if in_cohort:
+            decision.mode = ENFORCE
+            queue = self._audit_queue
+            if queue is None:
+                self._recorder.record(decision, units, now, request_id, context)
+            elif len(queue) < self._audit_max_buffer:
+                queue.append((
+                    actor_type, actor_id, action, allowed, remaining, units, request_id, context, now,
+                    tier, policy_name, reason, retry_after,
+                ))
+            else:
+                self._audit_drop()
+        else:
+            decision.mode = SHADOW
+            stat_queue = self._stat_queue
+            if stat_queue is None:
+                self._recorder.record(decision, units, now, request_id, context)
+            elif len(stat_queue) < self._audit_max_buffer:
+                stat_queue.append((now, action, tier, SHADOW, False, reason, would_block))
+            else:
+                self._audit_drop()
         return decision
 
     def _decide_general(

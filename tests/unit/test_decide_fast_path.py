@@ -11,12 +11,14 @@ actions without a policy.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rampgate.catalog.audit import AuditWriter
 from rampgate.core.bucketing import is_in_cohort
 from rampgate.core.decision import Decision
 from rampgate.core.flags import ENFORCEMENT_FLAG
@@ -122,6 +124,49 @@ def test_fast_path_matches_engine(percentage: int, shadow: bool) -> None:
     assert fast_recorder.rows == general_recorder.rows
 
 
+@pytest.mark.parametrize(("percentage", "max_buffer"), [(37, 100_000), (100, 100_000), (37, 40)])
+def test_fast_path_queues_audit_rows_like_record(tmp_path: Path, percentage: int, max_buffer: int) -> None:
+    """Gate.decide appends to an AuditWriter's queues the rows that AuditWriter.record appends.
+
+    The writers are not started, so the queues keep every row; with
+    ``max_buffer`` 40 both queues fill and the rest is dropped.
+    """
+    clock = Clock()
+    fast = memory_gate(clock=clock, watch=False, audit=False)
+    general = memory_gate(clock=clock, watch=False, audit=False)
+    fast_writer = AuditWriter(fast.engine, max_buffer=max_buffer, spill_path=tmp_path / "fast")
+    general_writer = AuditWriter(general.engine, max_buffer=max_buffer, spill_path=tmp_path / "general")
+    fast.recorder = fast_writer
+    general.recorder = general_writer
+    configure(fast, percentage, shadow=True)
+    configure(general, percentage, shadow=True)
+    rng = random.Random(percentage + max_buffer)
+
+    try:
+        for step in range(2000):
+            actor_type, actor_id = rng.choice(ACTORS)
+            action = rng.choice(ACTIONS)
+            cost = rng.choice((1, 1, 1, 2, 7, 300))
+            request_id = f"r-{step}" if step % 7 == 0 else None
+            context = {"step": step} if step % 11 == 0 else None
+
+            fast.decide(actor_type, actor_id, action, cost, request_id=request_id, context=context)
+            general._decide_general(general.snapshot, actor_type, actor_id, action, cost, request_id, context)
+            clock.now += rng.choice((0.0, 0.001, 0.25, 1.0, 3.5))
+
+        assert list(fast_writer._audits) == list(general_writer._audits)
+        assert list(fast_writer._stats) == list(general_writer._stats)
+        assert fast_writer.dropped == general_writer.dropped
+        assert len(fast_writer._audits) > 0
+        if percentage < 100:
+            assert any(row[3] == "shadow" and row[6] for row in fast_writer._stats), "a shadow block is counted"
+        if max_buffer < 100:
+            assert fast_writer.dropped > 0
+    finally:
+        fast.close()
+        general.close()
+
+
 @pytest.mark.parametrize(("percentage", "shadow"), [(37, True), (37, False), (100, True)])
 async def test_async_fast_path_matches_engine(percentage: int, shadow: bool) -> None:
     clock = Clock()
@@ -196,8 +241,9 @@ def test_store_fast_transition_matches_consume(
 
     for advance, units in steps:
         clock.now += advance
-        want = general.consume("k", "token_bucket", limit, window_seconds, capacity, units)
-        got = fast.consume_tat("k", units, interval, span)
+        want = general.consume("token_bucket:tier:B:api_call:{user:u-1}", "token_bucket", limit, window_seconds,
+                               capacity, units)
+        got = fast.consume_tat("token_bucket:tier:B:api_call:{user:", "u-1", units, interval, span)
         assert got[:5] == want[:5]
         assert got[5] == clock.now
 

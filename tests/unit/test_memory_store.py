@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from rampgate.core.policies import ALGORITHMS
-from rampgate.stores.memory import MemoryCounterStore
+from rampgate.stores.memory import MemoryCounterStore, split_counter_key
 
 BASELINE_ACTORS = 20
 ONE_OFF_ACTORS = 200_000
@@ -106,3 +106,108 @@ async def test_tasks_admit_exactly_limit(clock: Any, algorithm: str) -> None:
     outcomes = await asyncio.gather(*(store.aconsume(key, algorithm, 5, 60, 5, 1) for _ in range(200)))
 
     assert sum(1 for outcome in outcomes if outcome[0]) == 5
+
+
+@pytest.mark.parametrize(
+    ("key", "table", "inner_key"),
+    [
+        ("token_bucket:tier:B:api_call:{user:u-1}", "token_bucket:tier:B:api_call:{user:", "u-1"),
+        ("gcra:global:*:login:{ip:10.0.0.1}", "gcra:global:*:login:{ip:", "10.0.0.1"),
+        ("token_bucket:tier:B:api_call:{user:a:{b}:c}", "token_bucket:tier:B:api_call:{user:", "a:{b}:c"),
+        ("token_bucket:tier:B:api_call:{user:}", "token_bucket:tier:B:api_call:{user:", ""),
+        ("token_bucket:actor:user/x{y:z:send:{user:x{y:z}", "token_bucket:actor:user/x{y:", "z:send:{user:x{y:z"),
+        ("k", "", "k"),
+        ("a{b}", "", "a{b}"),
+        ("a{b:c", "", "a{b:c"),
+    ],
+)
+def test_split_counter_key(key: str, table: str, inner_key: str) -> None:
+    assert split_counter_key(key) == (table, inner_key)
+    rejoined = table + inner_key + "}" if table else inner_key
+    assert rejoined == key
+
+
+def test_consume_and_consume_tat_share_counter(clock: Any) -> None:
+    """A counter reached by key through consume and by table and actor id through consume_tat is one counter."""
+    store = MemoryCounterStore(clock=clock)
+    table = "token_bucket:tier:B:media_upload:{user:"
+    interval = 60 / 5
+
+    for _ in range(2):
+        assert consume(store, "token_bucket", "u-1")[0]
+        assert store.consume_tat(table, "u-1", 1, interval, 5 * interval)[0]
+    assert consume(store, "token_bucket", "u-1")[1] == 0
+    assert not consume(store, "token_bucket", "u-1")[0]
+    assert not store.consume_tat(table, "u-1", 1, interval, 5 * interval)[0]
+
+    assert len(store) == 1
+
+
+def test_sweep_covers_every_table(clock: Any) -> None:
+    """A sweep evicts across tables, drops the tables it empties and keeps live counters."""
+    store = MemoryCounterStore(clock=clock)
+    for algorithm in ALGORITHMS:
+        for actor_type in ("user", "ip"):
+            for number in range(50):
+                store.consume(f"{algorithm}:tier:B:media_upload:{{{actor_type}:old-{number}}}", algorithm, 5, 60, 5, 1)
+    store.consume("k", "fixed_window", 5, 60, 5, 1)
+    assert len(store) == len(ALGORITHMS) * 2 * 50 + 1
+    assert len(store._tables) == len(ALGORITHMS) * 2 + 1
+
+    clock.advance(61)
+    consume(store, "token_bucket", "fresh")
+
+    assert store.evict_expired() == len(ALGORITHMS) * 2 * 50 + 1
+    assert len(store) == 1
+    assert list(store._tables) == ["token_bucket:tier:B:media_upload:{user:"]
+    assert consume(store, "token_bucket", "fresh")[1] == 3
+
+
+def test_sweep_shrinks_table_after_burst(clock: Any) -> None:
+    """A table that loses most of its keys to a sweep is rebuilt, and its survivors keep their counters."""
+    store = MemoryCounterStore(clock=clock)
+    table = "token_bucket:tier:B:media_upload:{user:"
+    for number in range(5_000):
+        store.consume_tat(table, f"burst-{number}", 1, 12.0, 60.0)
+    # Each counter contains one unit of 12 s, so the burst expires 12 s later and the survivor 22 s later.
+    clock.advance(10)
+    store.consume_tat(table, "survivor", 1, 12.0, 60.0)
+    before = store._tables[table]
+    clock.advance(3)
+
+    assert store.evict_expired() == 5_000
+
+    assert store._tables[table] is not before
+    assert list(store._tables[table]) == ["survivor"]
+    assert store.consume_tat(table, "survivor", 1, 12.0, 60.0)[1] == 3
+
+
+def test_clear_empties_every_table(clock: Any) -> None:
+    store = MemoryCounterStore(clock=clock)
+    for algorithm in ALGORITHMS:
+        consume(store, algorithm, "u-1")
+    store.consume_tat("token_bucket:tier:B:api_call:{ip:", "10.0.0.1", 1, 0.3, 60.0)
+
+    store.clear()
+
+    assert len(store) == 0
+    assert consume(store, "token_bucket", "u-1")[1] == 4
+
+
+@pytest.mark.parametrize("algorithm", ["token_bucket", "gcra"])
+def test_threads_mixing_entry_points_admit_exactly_limit(clock: Any, algorithm: str) -> None:
+    """Threads that reach one counter through consume and through consume_tat admit exactly the limit."""
+    store = MemoryCounterStore(clock=clock, min_sweep_interval=1)
+    barrier = Barrier(50)
+    table = f"{algorithm}:tier:B:media_upload:{{user:"
+
+    def request(number: int) -> bool:
+        barrier.wait()
+        if number % 2:
+            return bool(store.consume_tat(table, "u-race", 1, 12.0, 60.0)[0])
+        return bool(consume(store, algorithm, "u-race")[0])
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(request, range(200)))
+
+    assert results.count(True) == 5

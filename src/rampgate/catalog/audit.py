@@ -50,8 +50,10 @@ AuditRow = tuple[
     str, str, str, bool, "int | None", int, "str | None", "dict[str, Any] | None", float,
     str, "str | None", str, "float | None",
 ]
-# (minute, action, tier, mode, in_cohort, reason, would_block)
-StatRow = tuple[int, str, str, str, bool, str, bool]
+# (created_at, action, tier, mode, in_cohort, reason, would_block): one
+# decision to count, created_at in Unix seconds; the writer thread rounds it
+# down to the minute.
+StatRow = tuple[float, str, str, str, bool, str, bool]
 # The columns of one audit row as written and spilled, created_at in Unix seconds.
 AUDIT_COLUMNS = (
     "actor_type", "actor_id", "action", "allowed", "tokens_available", "tokens_consumed",
@@ -271,17 +273,10 @@ class AuditWriter:
         if len(self._stats) >= self.max_buffer:
             self._drop()
             return
-        self._stats.append(
-            (
-                int(now // 60) * 60,
-                decision.action,
-                decision.tier,
-                decision.mode,
-                decision.in_cohort,
-                decision.reason,
-                decision.would_block,
-            )
-        )
+        self._stats.append((
+            now, decision.action, decision.tier, decision.mode, decision.in_cohort, decision.reason,
+            decision.would_block,
+        ))
 
     def _drop(self, rows: int = 1) -> None:
         self.dropped += rows
@@ -336,7 +331,8 @@ class AuditWriter:
         stats = self._stats
         totals = self._stat_totals
         for _ in range(len(stats)):
-            minute, action, tier, mode, in_cohort, reason, would_block = stats.popleft()
+            created_at, action, tier, mode, in_cohort, reason, would_block = stats.popleft()
+            minute = int(created_at // 60) * 60
             counts = totals.get((minute, action, tier, mode, in_cohort, reason))
             if counts is None:
                 totals[(minute, action, tier, mode, in_cohort, reason)] = [1, int(would_block)]

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from rampgate.core.bucketing import _hash
 from rampgate.core.flags import ENFORCEMENT_FLAG, Flag
-from rampgate.core.names import DEFAULT_LEVEL, DEFAULT_TIER, check_action
+from rampgate.core.names import ACTOR_TYPES, DEFAULT_LEVEL, DEFAULT_TIER, check_action
 from rampgate.core.policies import Policy, PolicyTable
 from rampgate.core.trust import TrustProfile
 
@@ -45,9 +45,9 @@ class DecisionPlan:
         "cost_per_action",
         "group_prefix",
         "interval",
-        "is_tat",
         "key_prefix",
         "limit",
+        "memory_tables",
         "percentage",
         "policy",
         "policy_name",
@@ -80,7 +80,7 @@ class DecisionPlan:
             self.capacity = 0
             self.cost_per_action = 1
             self.key_prefix = ""
-            self.is_tat = False
+            self.memory_tables: dict[str, str] | None = None
             self.interval = 0.0
             self.span = 0.0
             return
@@ -94,7 +94,14 @@ class DecisionPlan:
         # The counter key is key_prefix + "<actor_type>:<actor_id>}", the same
         # string as rampgate.stores.base.counter_key.
         self.key_prefix = f"{policy.algorithm}:{policy.name}:{{"
-        self.is_tat = policy.algorithm in _TAT_ALGORITHMS
+        # MemoryCounterStore.consume_tat's table per actor type: the key up
+        # to the actor id, where rampgate.stores.memory.split_counter_key cuts
+        # it. The cut falls there only when the policy name has no "{". An
+        # actor policy's name may contain one, so such a plan counts through
+        # consume with the whole key.
+        self.memory_tables = None
+        if policy.algorithm in _TAT_ALGORITHMS and "{" not in policy.name:
+            self.memory_tables = {actor_type: f"{self.key_prefix}{actor_type}:" for actor_type in ACTOR_TYPES}
         # The numbers of MemoryCounterStore.consume_tat, computed by the same
         # expressions as rampgate.core.algorithms.consume_tat, so they are
         # the same floats.

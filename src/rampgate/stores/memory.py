@@ -15,13 +15,38 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
-# A sweep that evicts at least this many keys, and more keys than it keeps,
-# rebuilds the dict to give its table back.
+# A sweep that evicts at least this many keys of one table, and more keys
+# than that table keeps, rebuilds the table to give its memory back.
 _SHRINK_MIN_EVICTED = 1024
 
 
+def split_counter_key(key: str) -> tuple[str, str]:
+    """Split a counter key into ``(table, key within the table)`` for :class:`MemoryCounterStore`.
+
+    A key in the form of :func:`rampgate.stores.base.counter_key`,
+    ``<algorithm>:<policy>:{<actor_type>:<actor_id>}``, is split after the
+    first ``:`` that follows the first ``{``, and loses its closing ``}``:
+    ``("<algorithm>:<policy>:{<actor_type>:", "<actor_id>")``. Any other key
+    goes whole to the table named ``""``. Joining the parts back (table, key,
+    then ``}`` unless the table is ``""``) gives the original key, so two
+    keys never share a counter.
+    """
+    brace = key.find("{")
+    if brace >= 0 and key.endswith("}"):
+        colon = key.find(":", brace)
+        if colon >= 0:
+            return key[: colon + 1], key[colon + 1 : -1]
+    return "", key
+
+
 class MemoryCounterStore:
-    """Counters in a dict, guarded by one lock, with eviction of expired keys.
+    """Counters in dicts, guarded by one lock, with eviction of expired keys.
+
+    The counters live in one table (a dict) per policy and actor type, keyed
+    by the actor id, as :func:`split_counter_key` splits a counter key.
+    ``Gate.decide`` passes the table name that its plan computed once and the
+    caller's actor id, so a decision neither builds a counter key nor hashes
+    one: the actor id caches its own hash.
 
     Token-bucket and GCRA counters are stored as a bare float, their
     theoretical arrival time, which is also the moment they expire; that keeps
@@ -48,7 +73,8 @@ class MemoryCounterStore:
 
     def __init__(self, clock: Clock | None = None, min_sweep_interval: int = 10_000) -> None:
         self._clock: Clock = clock or time.time
-        self._data: dict[str, Any] = {}
+        # Table name -> {key within the table -> stored state}; a sweep drops emptied tables.
+        self._tables: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._calls_since_sweep = 0
         self._min_sweep_interval = min_sweep_interval
@@ -60,41 +86,45 @@ class MemoryCounterStore:
         self._epoch: float | None = None  # origin of the stored TATs
 
     def __len__(self) -> int:
-        return len(self._data)
+        """Return the number of counters held, expired ones included until a sweep drops them."""
+        return sum(map(len, list(self._tables.values())))
 
     def consume(
         self, key: str, algorithm: str, limit: int, window_seconds: int, capacity: int, units: int
     ) -> Outcome:
+        name, inner_key = split_counter_key(key)
         with self._lock:
             now = float(self._clock())
             if now < self._now:
                 now = self._now
             else:
                 self._now = now
-            data = self._data
+            table = self._tables.get(name)
+            if table is None:
+                table = self._tables[name] = {}
 
             if algorithm == "token_bucket" or algorithm == "gcra":
                 epoch = self._epoch
                 if epoch is None:
                     epoch = self._epoch = now
-                outcome = consume_tat(data.get(key), now - epoch, units, limit, window_seconds, capacity)
+                outcome = consume_tat(table.get(inner_key), now - epoch, units, limit, window_seconds, capacity)
                 if outcome[0]:
-                    data[key] = outcome[5]
+                    table[inner_key] = outcome[5]
             else:
-                stored = data.get(key)
+                stored = table.get(inner_key)
                 state = None if stored is None else stored[0]
                 if algorithm == "fixed_window":
                     outcome = consume_fixed_window(state, now, units, limit, window_seconds, capacity)
                     if outcome[0]:
                         index = outcome[5][0]
-                        data[key] = (outcome[5], (index + 1) * window_seconds)
+                        table[inner_key] = (outcome[5], (index + 1) * window_seconds)
                 else:
                     outcome = consume_sliding_window(state, now, units, limit, window_seconds, capacity)
                     log = outcome[5]
                     if log:
-                        data[key] = (log, log[-2] + window_seconds)
+                        table[inner_key] = (log, log[-2] + window_seconds)
                     elif stored is not None:
-                        del data[key]
+                        del table[inner_key]
 
             self._calls_since_sweep += 1
             if self._calls_since_sweep >= self._sweep_after:
@@ -103,11 +133,13 @@ class MemoryCounterStore:
         return outcome[0], outcome[1], outcome[2], outcome[3], outcome[4], None
 
     def consume_tat(
-        self, key: str, units: int, interval: float, span: float
+        self, table_name: str, actor_id: str, units: int, interval: float, span: float
     ) -> tuple[bool, int, float, float, float, float]:
-        """Run the token-bucket/GCRA transition for ``key``: ``Gate.decide``'s fast path.
+        """Run the token-bucket/GCRA transition for one actor: ``Gate.decide``'s fast path.
 
-        The same transition as ``consume`` for ``token_bucket`` and ``gcra``.
+        The same transition as ``consume(table_name + actor_id + "}", …)``
+        for ``token_bucket`` and ``gcra``, where ``table_name`` is the first
+        part that :func:`split_counter_key` returns for that key.
         ``interval`` is ``window_seconds / limit`` and ``span`` is ``capacity *
         interval``, both computed once per policy. Returns the outcome of
         ``consume`` with the store's ``now`` in place of the state, so the
@@ -132,16 +164,18 @@ class MemoryCounterStore:
             epoch = self._epoch
             if epoch is None:
                 epoch = self._epoch = now
-            data = self._data
+            table = self._tables.get(table_name)
+            if table is None:
+                table = self._tables[table_name] = {}
 
             # consume_tat, on times counted from the store's epoch.
             relative_now = now - epoch
-            tat = data.get(key)
+            tat = table.get(actor_id)
             backlog = tat - relative_now if tat is not None and tat > relative_now else 0.0
             after = backlog + units * interval
             excess = after - span
             if excess <= EPSILON:
-                data[key] = relative_now + after
+                table[actor_id] = relative_now + after
                 remaining = floor((span - after + EPSILON) / interval)
                 outcome = (True, remaining, after, 0.0, after - span + (remaining + 1) * interval, now)
             else:
@@ -171,27 +205,37 @@ class MemoryCounterStore:
     def _sweep(self, now: float) -> int:
         self._calls_since_sweep = 0
         tat_now = now - (self._epoch or 0.0)
-        expired = [
-            key
-            for key, value in self._data.items()
-            if (value <= tat_now if value.__class__ is float else value[1] <= now)
-        ]
-        data = self._data
-        for key in expired:
-            del data[key]
-        # A dict keeps its table when keys are deleted, so after a burst of
-        # actors has expired the table would stay sized for the burst. Copying
-        # the survivors releases it; the copy costs less than the deletions did.
-        if len(expired) >= _SHRINK_MIN_EVICTED and len(expired) > len(data):
-            self._data = dict(data)
-        self._sweep_after = max(self._min_sweep_interval, len(self._data))
-        if expired:
-            logger.debug("store.evicted", extra={"keys": len(expired), "kept": len(self._data)})
-        return len(expired)
+        tables = self._tables
+        evicted = 0
+        kept = 0
+        for name, table in list(tables.items()):
+            expired = [
+                key
+                for key, value in table.items()
+                if (value <= tat_now if value.__class__ is float else value[1] <= now)
+            ]
+            for key in expired:
+                del table[key]
+            evicted += len(expired)
+            kept += len(table)
+
+            # A dict keeps its table when keys are deleted, so after a burst of
+            # actors has expired the table would stay sized for the burst.
+            # Dropping an empty table, or copying the survivors, releases it;
+            # the copy costs less than the deletions did.
+            if not table:
+                del tables[name]
+            elif len(expired) >= _SHRINK_MIN_EVICTED and len(expired) > len(table):
+                tables[name] = dict(table)
+
+        self._sweep_after = max(self._min_sweep_interval, kept)
+        if evicted:
+            logger.debug("store.evicted", extra={"keys": evicted, "kept": kept, "tables": len(tables)})
+        return evicted
 
     def clear(self) -> None:
         with self._lock:
-            self._data.clear()
+            self._tables.clear()
 
     def close(self) -> None:
         self.clear()
