@@ -132,6 +132,30 @@ def test_sync_wrong_password_fails(private_redis: RedisServer) -> None:
     assert store.breaker.is_open
 
 
+def test_sync_script_error_keeps_connection(private_redis: RedisServer) -> None:
+    store = RedisCounterStore(private_redis.url, timeout_ms=1000)
+    broken_key = counter_key("token_bucket", "tier:B:wrongtype", "user", "u-list")
+    key = counter_key("token_bucket", "tier:B:wrongtype", "user", "u-fine")
+    client = private_redis.client()
+    client.rpush("rampgate:" + broken_key, "not a TAT")
+    client.close()
+    store.consume(key, "token_bucket", 5, 60, 5, 1)
+    connection = store._idle[-1]
+
+    with pytest.raises(StoreError) as raised:
+        store.consume(broken_key, "token_bucket", 5, 60, 5, 1)
+    after = store.consume(key, "token_bucket", 5, 60, 5, 1)
+    idle = list(store._idle)
+    store.close()
+
+    assert "rejected consume_tat.lua" in str(raised.value)
+    assert "WRONGTYPE" in str(raised.value)
+    assert raised.value.retryable is False
+    assert not store.breaker.is_open
+    assert after[:2] == (True, 3)
+    assert idle == [connection]
+
+
 def test_sync_connection_refused_opens_breaker() -> None:
     store = RedisCounterStore(f"redis://127.0.0.1:{free_port()}/0", timeout_ms=200, preload=False)
 

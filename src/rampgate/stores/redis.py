@@ -266,7 +266,6 @@ class RedisCounterStore:
         if client is None:
             from redis.cluster import ClusterNode, RedisCluster
 
-            # No retries inside redis-py: a retry would spend the time budget again.
             client = self._cluster_client = RedisCluster(
                 startup_nodes=[ClusterNode(host, port) for host, port in self._cluster_nodes],  # type: ignore[no-untyped-call]
                 **self._cluster_options,
@@ -338,9 +337,9 @@ class RedisCounterStore:
             self.breaker.check()
 
         if self.is_cluster:
-            arguments = (limit, window_seconds, capacity, units) if now_us is None else (
-                limit, window_seconds, capacity, units, now_us
-            )
+            arguments: tuple[int, ...] = (limit, window_seconds, capacity, units)
+            if now_us is not None:
+                arguments += (now_us,)
             reply = self._cluster_evalsha(algorithm, self.prefix + key, arguments)
         else:
             if now_us is None:
@@ -356,7 +355,8 @@ class RedisCounterStore:
                 self.breaker.record_failure(error)
                 raise
             if reply.__class__ not in SCRIPT_REPLIES:
-                raise StoreError(f"Redis at {self.target} rejected {self.scripts[algorithm].name}: {reply}", retryable=False)
+                script_name = self.scripts[algorithm].name
+                raise StoreError(f"Redis at {self.target} rejected {script_name}: {reply}", retryable=False)
 
         if self.breaker.is_open:
             self.breaker.record_success()
