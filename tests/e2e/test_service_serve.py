@@ -158,3 +158,33 @@ def test_serve_with_controller_flag(tmp_path: Path) -> None:
     assert ready.status_code == 200
     assert '"rollout.controller_started"' in server.logs()
     assert "Traceback" not in server.logs()
+
+
+def sign_in_failures_until_throttled(url: str, forwarded_for: str) -> list[int]:
+    headers = {"X-Forwarded-For": forwarded_for}
+    return [
+        httpx.post(f"{url}/console/session", data={"token": "wrong"}, headers=headers, timeout=5).status_code
+        for _ in range(11)
+    ]
+
+
+@pytest.mark.parametrize(("trusted", "second_client_status"), [(True, 401), (False, 429)])
+def test_serve_forwarded_for_separates_clients(tmp_path: Path, trusted: bool, second_client_status: int) -> None:
+    args = ("--forwarded-allow-ips", "127.0.0.1") if trusted else ()
+
+    with start_server(server_env(tmp_path), args=args) as server:
+        first = sign_in_failures_until_throttled(server.url, "203.0.113.5")
+        second = httpx.post(
+            f"{server.url}/console/session", data={"token": "wrong"}, headers={"X-Forwarded-For": "203.0.113.6"},
+            timeout=5,
+        )
+
+    assert first == [401] * 10 + [429]
+    assert second.status_code == second_client_status
+
+
+def test_serve_rejects_invalid_forwarded_allow_ips(tmp_path: Path) -> None:
+    result = run_serve(server_env(tmp_path), "--forwarded-allow-ips", "proxy.internal")
+
+    assert result.returncode == 2
+    assert "--forwarded-allow-ips" in result.stderr

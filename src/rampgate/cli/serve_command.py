@@ -35,6 +35,12 @@ def serve_command(
     log_level: Optional[str] = typer.Option(
         None, "--log-level", help="DEBUG adds one line per request; default RAMPGATE_LOG_LEVEL or INFO."
     ),
+    forwarded_allow_ips: Optional[str] = typer.Option(
+        None,
+        "--forwarded-allow-ips",
+        help="Comma-separated proxy addresses or networks whose X-Forwarded-For and X-Forwarded-Proto are trusted; "
+        "the console's sign-in throttle then counts the original client. Default: trust none.",
+    ),
 ) -> None:
     """Serve decisions, the admin API, appeals, the console and /metrics over HTTP.
 
@@ -46,6 +52,7 @@ def serve_command(
     settings = load_settings()
     check_log_level(settings.log_level)
     check_serve_options(settings, host, port, workers)
+    trusted_proxies = check_forwarded_allow_ips(forwarded_allow_ips)
     _check_catalog(settings)
 
     from rampgate.service.app import configure_service_logging
@@ -71,7 +78,8 @@ def serve_command(
             log_config=None,
             access_log=False,
             server_header=False,
-            proxy_headers=False,
+            proxy_headers=trusted_proxies is not None,
+            forwarded_allow_ips=trusted_proxies,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
     finally:
@@ -82,6 +90,25 @@ def serve_command(
             stop()
         if metrics_directory is not None:
             shutil.rmtree(metrics_directory, ignore_errors=True)
+
+
+def check_forwarded_allow_ips(value: str | None) -> str | None:
+    """Return the trusted proxies as uvicorn takes them, None to trust none; raise for an invalid entry."""
+    if value is None:
+        return None
+    entries = [entry.strip() for entry in value.split(",") if entry.strip()]
+    if not entries:
+        raise InvalidInput("--forwarded-allow-ips", value, "addresses or networks separated by commas, such as 10.0.0.0/8,127.0.0.1")
+    for entry in entries:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise InvalidInput(
+                "--forwarded-allow-ips", entry, "an IP address or network such as 10.0.0.0/8, or * to trust every proxy"
+            ) from None
+    return ",".join(entries)
 
 
 def check_serve_options(settings: Settings, host: str, port: int, workers: int) -> None:
