@@ -247,6 +247,70 @@ def test_postgres_counters_fail_fast_then_recover(private_postgres: PostgresServ
     assert after[1] == 2
 
 
+def postgres_processes(server: PostgresServer) -> list[int]:
+    """Return the pids of a private server's postmaster and of every process it started."""
+    postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        if int(fields[1]) == postmaster:
+            children.append(int(stat.parent.name))
+    return [postmaster, *children]
+
+
+def signal_all(pids: list[int], signal_number: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal_number)
+        except ProcessLookupError:
+            pass
+
+
+def test_postgres_frozen_under_async_gate(private_postgres: PostgresServer) -> None:
+    url = private_postgres.create_database("frozen")
+    engine = create_catalog_engine(url)
+    migrate(engine)
+    engine.dispose()
+    latencies: list[float] = []
+    decisions: list[Any] = []
+
+    async def scenario() -> tuple[list[Any], list[Any]]:
+        async with AsyncGate(
+            database_url=url, counter_store="postgres", store_timeout_ms=BUDGET_MS, watch=False, audit=False
+        ) as gate:
+            enforce_everyone(gate)
+            await gate.store.awarm()
+            before = [await gate.decide("user", "before-freeze", "media_upload") for _ in range(6)]
+
+            # Every process of the server stops, as on a frozen host: connections stay open, nothing replies.
+            frozen = postgres_processes(private_postgres)
+            signal_all(frozen, signal.SIGSTOP)
+            try:
+                for number in range(30):
+                    started = time.perf_counter()
+                    decisions.append(await gate.decide("user", f"frozen-{number}", "media_upload"))
+                    latencies.append(time.perf_counter() - started)
+            finally:
+                signal_all(frozen, signal.SIGCONT)
+
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and (await gate.decide("user", "probe", "search")).mode != "enforce":
+                await asyncio.sleep(0.05)
+            after = [await gate.decide("user", "after-thaw", "media_upload") for _ in range(6)]
+            return before, after
+
+    before, after = asyncio.run(scenario())
+
+    print(f"PostgreSQL frozen under AsyncGate: max decision latency {max(latencies) * 1000:.1f} ms")
+    assert_exact(before)
+    assert {decision.mode for decision in decisions} == {"fail_open"}
+    assert max(latencies) < LATENCY_BOUND
+    assert_exact(after)
+
+
 def consumes(store: PostgresCounterStore, key: str) -> bool:
     try:
         store.consume(key, "token_bucket", 5, 3600, 5, 1)

@@ -31,7 +31,7 @@ from rampgate import AsyncGate, Gate
 from rampgate.catalog.database import create_catalog_engine, migrate
 from rampgate.catalog.repository import Catalog
 from rampgate.core.policies import Policy
-from rampgate.errors import StoreError
+from rampgate.errors import StoreError, StoreTimeout
 from rampgate.stores.base import counter_key
 from rampgate.stores.postgres import CONSUME_BATCH_SQL, PostgresCounterStore, libpq_url
 
@@ -203,6 +203,43 @@ def test_batch_over_budget_fails_every_request(migrated_url: str) -> None:
 
     assert len(results) == 20
     assert all(isinstance(result, StoreError) for result in results), results
+
+
+def test_slow_call_spares_queued_requests(migrated_url: str) -> None:
+    store = PostgresCounterStore(migrated_url, timeout_ms=500)
+    key = counter_key("token_bucket", "tier:B:slow", "user", "u-slow")
+    store.consume(key, "token_bucket", 5, 60, 5, 1)
+    holder = psycopg.connect(libpq_url(migrated_url))
+    holder.execute("select * from rate_limit_counters where counter_key = %s for update", (key,))
+
+    async def scenario() -> tuple[BaseException | None, list[Any]]:
+        try:
+            first = asyncio.create_task(store.aconsume(key, "token_bucket", 5, 60, 5, 1))
+            # One turn of the loop puts the first call in flight, so the next ones queue behind it.
+            await asyncio.sleep(0)
+            queued = [asyncio.create_task(store.aconsume(key, "token_bucket", 5, 60, 5, 1)) for _ in range(19)]
+            first_error = None
+            try:
+                await first
+            except StoreError as error:
+                first_error = error
+            # The first call waited for the row lock past its budget. Release the lock now.
+            await asyncio.to_thread(holder.rollback)
+            return first_error, await asyncio.gather(*queued, return_exceptions=True)
+        finally:
+            await store.aclose()
+
+    try:
+        first_error, results = asyncio.run(scenario())
+    finally:
+        holder.close()
+
+    failures = [result for result in results if isinstance(result, BaseException)]
+    assert isinstance(first_error, StoreTimeout)
+    assert failures == []
+    assert sum(outcome[0] for outcome in results) == 4
+    assert store.breaker.is_open is False
+    assert store.breaker.failures == 1
 
 
 def test_cancelled_waiter_consumes_nothing(migrated_url: str) -> None:

@@ -205,6 +205,41 @@ def test_postgres_aping_reports_reachability(migrated_url: str) -> None:
     asyncio.run(aping())
 
 
+def test_postgres_awarm_leaves_no_counters(migrated_url: str) -> None:
+    store = PostgresCounterStore(migrated_url, timeout_ms=2000)
+    key = counter_key("gcra", "tier:B:warm", "user", "u-warm")
+
+    async def warm_then_consume() -> Any:
+        try:
+            await store.awarm()
+            return await store.aconsume(key, "gcra", 5, 60, 5, 1)
+        finally:
+            await store.aclose()
+
+    outcome = asyncio.run(warm_then_consume())
+    with psycopg.connect(libpq_url(migrated_url)) as connection:
+        (warm_up_rows,) = connection.execute(
+            "select count(*) from rate_limit_counters where counter_key like %s", ("%warm-up%",)
+        ).fetchone()  # type: ignore[misc]
+
+    assert outcome[:2] == (True, 4)
+    assert warm_up_rows == 0
+    assert store.breaker.failures == 0
+
+
+def test_postgres_awarm_unreachable_names_target() -> None:
+    store = PostgresCounterStore("postgresql://postgres@127.0.0.1:1/none", timeout_ms=200)
+
+    async def warm() -> None:
+        try:
+            await store.awarm(timeout_seconds=0.5)
+        finally:
+            await store.aclose()
+
+    with pytest.raises(StoreError, match="127.0.0.1:1"):
+        asyncio.run(warm())
+
+
 def test_postgres_lock_wait_exceeds_budget(migrated_url: str) -> None:
     async_store = PostgresCounterStore(migrated_url, timeout_ms=200)
     sync_store = PostgresCounterStore(migrated_url, timeout_ms=200)

@@ -12,6 +12,12 @@ them in arrival order under one row lock. A burst on one key therefore costs
 at most one transaction per process at a time instead of a queue of lock
 waits that outlasts the time budget. A background thread deletes expired
 rows every ``prune_interval_seconds``.
+
+Every new pooled connection runs each algorithm once, in a transaction that
+is rolled back, before it serves a call. The first statement of a session
+compiles the PL/pgSQL functions and loads the catalog caches. Under
+``rampgate serve --workers 2`` on the loaded 2-core development machine, that
+first statement took 7 to 40 ms in a few runs, most of the default budget.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from rampgate.core.algorithms import Outcome
+from rampgate.core.policies import ALGORITHMS
 from rampgate.errors import ConfigurationError, StoreError, StoreTimeout
-from rampgate.stores.resilience import CircuitBreaker, describe_target
+from rampgate.stores.resilience import CircuitBreaker, SentRequest, await_reply, describe_target
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +43,12 @@ CONSUME_BATCH_SQL = (
 )
 PRUNE_SQL = "select rampgate_prune_counters(%s)"
 MICROSECONDS = 1_000_000.0
+
+# The warm-up of a new connection runs on the server under this limit instead
+# of the budget, since compiling the functions is slower than using them.
+WARM_UP_STATEMENT_TIMEOUT = "10s"
+# How long :meth:`PostgresCounterStore.awarm` waits for a warm connection by default.
+WARM_UP_TIMEOUT_SECONDS = 5.0
 
 # A batch runs under one statement_timeout, so its size is capped to stay well
 # inside the default 50 ms budget. On the 2-core development machine
@@ -87,6 +100,66 @@ def _batch_outcomes(rows: list[tuple[Any, ...]], units: list[int]) -> list[Outco
     return [_outcome(row[1:]) for row in rows]
 
 
+def _warm_up_statements(backend_pid: int) -> list[tuple[str, tuple[Any, ...]]]:
+    """Return the calls that warm a new session: every algorithm as a batch, then one single call.
+
+    They run in a transaction that is rolled back, so they change no counter.
+    The rollback also makes psycopg forget its prepared statements, so the
+    first real call of each statement still prepares it, which costs a
+    fraction of a millisecond.
+    """
+    # Each algorithm stores its state in another shape, so each gets its own key, as real keys do.
+    statements: list[tuple[str, tuple[Any, ...]]] = [
+        (CONSUME_BATCH_SQL, (f"{algorithm}:warm-up:{backend_pid}", algorithm, 1, 1, 1, [1, 1], None))
+        for algorithm in ALGORITHMS
+    ]
+    statements.append((CONSUME_SQL, (f"{ALGORITHMS[0]}:warm-up:{backend_pid}", ALGORITHMS[0], 1, 1, 1, 1, None)))
+    return statements
+
+
+def _warm_connection(connection: psycopg.Connection[Any]) -> None:
+    """Compile the counter functions in a new pooled session (the sync pool's ``configure``).
+
+    A failure is logged and the connection still joins the pool, so that a
+    call on it reports the cause, such as a database that was never migrated.
+    """
+    try:
+        with connection.transaction(force_rollback=True):
+            connection.execute(f"set local statement_timeout = '{WARM_UP_STATEMENT_TIMEOUT}'")
+            for statement, parameters in _warm_up_statements(connection.info.backend_pid):
+                connection.execute(statement, parameters)
+    except psycopg.Error as error:
+        _log_warm_up_failure(connection.info.backend_pid, error)
+
+
+async def _awarm_connection(connection: psycopg.AsyncConnection[Any]) -> None:
+    """Compile the counter functions in a new pooled session (the async pool's ``configure``); see :func:`_warm_connection`."""
+    try:
+        async with connection.transaction(force_rollback=True):
+            await connection.execute(f"set local statement_timeout = '{WARM_UP_STATEMENT_TIMEOUT}'")
+            for statement, parameters in _warm_up_statements(connection.info.backend_pid):
+                await connection.execute(statement, parameters)
+    except psycopg.Error as error:
+        _log_warm_up_failure(connection.info.backend_pid, error)
+
+
+async def _aexecute(
+    pool: AsyncConnectionPool, request: SentRequest, statement: str, parameters: tuple[Any, ...]
+) -> list[Any]:
+    """Run ``statement`` on a connection of ``pool``, marking ``request`` sent just before it goes out."""
+    async with pool.connection() as connection:
+        request.mark_sent(connection.pgconn.socket)
+        cursor = await connection.execute(statement, parameters, prepare=True)
+        return await cursor.fetchall()
+
+
+def _log_warm_up_failure(backend_pid: int, error: psycopg.Error) -> None:
+    logger.warning(
+        "store.warm_up_failed",
+        extra={"store": "postgres", "backend_pid": backend_pid, "error": f"{type(error).__name__}: {error}"},
+    )
+
+
 class _SyncRequest:
     """One thread's request waiting in a :class:`_SyncLane`, and its outcome or error once its batch ran."""
 
@@ -120,16 +193,18 @@ class PostgresCounterStore:
     """Counters in the ``rate_limit_counters`` table, one function call per decision or per batch.
 
     ``timeout_ms`` is the time budget of one call, which carries one request
-    or a batch of up to :data:`MAX_BATCH_SIZE` requests for one key. It
-    covers waiting for a pooled connection and running the function (as the
-    server-side ``statement_timeout``, which includes waiting for the row
-    lock). A call
-    that fails or exceeds it raises :class:`StoreError` or
-    :class:`StoreTimeout` in every request it carries, and the store then
-    fails fast for a short, growing interval, which also fails the requests
-    queued behind it. ``pool_size`` bounds the connections of each pool; the
-    sync pool opens at once, the async pool on the first ``aconsume`` of an
-    event loop.
+    or a batch of up to :data:`MAX_BATCH_SIZE` requests for one key. Waiting
+    for a pooled connection has one budget, and running the function has
+    another: the server-side ``statement_timeout``, which includes waiting
+    for the row lock, and, for async calls, a client-side deadline counted
+    from when the statement is sent. A call that fails or exceeds its budget
+    raises :class:`StoreError` or :class:`StoreTimeout` in every request it
+    carries. The store's :class:`CircuitBreaker` then makes calls fail fast
+    for a short, growing interval, after an error at once and after a few
+    timeouts in a row. While it is open, the requests queued behind a call
+    fail at once too. ``pool_size`` bounds the connections
+    of each pool. The sync pool opens at once. The async pool opens on the
+    first call of an event loop, or in :meth:`awarm`.
 
     NOTE: the wait in the process queue has no budget of its own. A request
     waits for every batch ahead of it on its key, so under a burst of
@@ -175,6 +250,7 @@ class PostgresCounterStore:
             timeout=self.timeout_seconds,
             reconnect_timeout=0,
             name="rampgate-counters",
+            configure=_warm_connection,
             open=False,
         )
         self._pool.open(wait=False)
@@ -187,6 +263,7 @@ class PostgresCounterStore:
         self._sync_lanes: dict[BatchKey, _SyncLane] = {}
         self._async_lanes: dict[BatchKey, list[tuple[int, asyncio.Future[Outcome]]]] = {}
         self._drain_tasks: set[asyncio.Task[None]] = set()
+        self._call_tasks: set[asyncio.Task[list[Any]]] = set()
 
         self._stop = threading.Event()
         self._pruner = threading.Thread(target=self._prune_forever, name="rampgate-counter-pruner", daemon=True)
@@ -273,7 +350,7 @@ class PostgresCounterStore:
         except (PoolTimeout, psycopg.Error) as error:
             raise self._failure(error) from error
 
-        if self.breaker.is_open:
+        if self.breaker.consecutive_failures:
             self.breaker.record_success()
         return _batch_outcomes(rows, units)
 
@@ -408,33 +485,65 @@ class PostgresCounterStore:
     async def _aconsume_batch(self, pool: AsyncConnectionPool, batch_key: BatchKey, units: list[int]) -> list[Outcome]:
         """Apply ``units`` in order to one counter in one call from asyncio; return one outcome per request."""
         statement, parameters = _batch_statement(batch_key, units, None)
-        # NOTE: this timer runs on the event loop, so time the loop spends on
-        # other tasks or in a full garbage collection counts against the
-        # budget. Either can time a call out after PostgreSQL has returned its
-        # rows, and the open breaker then fails the requests queued behind it.
+        rows = await self._acall(pool, statement, parameters)
+        return _batch_outcomes(rows, units)
+
+    async def _acall(self, pool: AsyncConnectionPool, statement: str, parameters: tuple[Any, ...]) -> list[Any]:
+        """Run one statement on a pooled connection within the time budget; return its rows.
+
+        Waiting for a pooled connection has the budget as the pool's timeout.
+        The statement has it twice: as ``statement_timeout`` on the server,
+        and in :func:`await_reply`, which counts from the moment the statement
+        is sent and does not count the time this event loop was late to read
+        the reply. The statement runs in a task of its own, so a timed-out
+        call returns at once while psycopg cancels the query in the background.
+        """
+        request = SentRequest()
+        task = asyncio.get_running_loop().create_task(_aexecute(pool, request, statement, parameters))
+        # A timed-out task goes on cancelling its query; this set keeps it alive until it ends.
+        self._call_tasks.add(task)
+        task.add_done_callback(self._forget_call_task)
         try:
-            async with asyncio.timeout(self.timeout_seconds):
-                async with pool.connection() as connection:
-                    cursor = await connection.execute(statement, parameters, prepare=True)
-                    rows = await cursor.fetchall()
+            rows = await await_reply(task, request, self.timeout_seconds)
         except (PoolTimeout, psycopg.Error, TimeoutError) as error:
             raise self._failure(error) from error
 
-        if self.breaker.is_open:
+        if self.breaker.consecutive_failures:
             self.breaker.record_success()
-        return _batch_outcomes(rows, units)
+        return rows
+
+    def _forget_call_task(self, task: asyncio.Task[list[Any]]) -> None:
+        self._call_tasks.discard(task)
+        if not task.cancelled():
+            # Mark the error of an abandoned call as retrieved; _acall has already reported it.
+            task.exception()
 
     async def aping(self) -> None:
         """Check from asyncio that PostgreSQL responds, within the time budget; raise :class:`StoreError` if not."""
         pool = self._async_pool
         if pool is None or self._async_loop is not asyncio.get_running_loop():
             pool = await self._open_async_pool()
+        await self._acall(pool, "select 1", ())
+
+    async def awarm(self, timeout_seconds: float = WARM_UP_TIMEOUT_SECONDS) -> None:
+        """Open the async pool on the running event loop and wait until a warm connection is ready.
+
+        A service calls this at startup, so that no decision waits for a
+        connection to open or for the functions to compile. Raise
+        :class:`StoreError` when no connection is ready within
+        ``timeout_seconds``. Later calls then make the pool try again, and
+        fail open until a connection is ready.
+        """
+        pool = self._async_pool
+        if pool is None or self._async_loop is not asyncio.get_running_loop():
+            pool = await self._open_async_pool()
         try:
-            async with asyncio.timeout(self.timeout_seconds):
-                async with pool.connection() as connection:
-                    await connection.execute("select 1")
-        except (PoolTimeout, psycopg.Error, TimeoutError) as error:
-            raise self._failure(error) from error
+            async with pool.connection(timeout=timeout_seconds) as connection:
+                await connection.execute("select 1")
+        except (PoolTimeout, psycopg.Error) as error:
+            raise StoreError(
+                f"PostgreSQL at {self.target} had no connection ready within {timeout_seconds:g} s: {error}"
+            ) from error
 
     async def _open_async_pool(self) -> AsyncConnectionPool:
         old = self._async_pool
@@ -448,6 +557,7 @@ class PostgresCounterStore:
             timeout=self.timeout_seconds,
             reconnect_timeout=0,
             name="rampgate-counters-async",
+            configure=_awarm_connection,
             open=False,
         )
         await pool.open(wait=False)
