@@ -2,21 +2,28 @@
 
 Calls for one key are coalesced within a process and sent as batches of
 ``rampgate_consume_batch()``, so a burst must admit exactly the limit and
-never fail open on lock waits.
+never fail open on lock waits. The same holds for a burst of ``POST
+/v1/check`` sent right after ``rampgate serve --workers 2`` reports ready, on
+PostgreSQL and on Redis counters.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import os
 import random
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
+from e2e.server import start_server
 from twins import (
     ALGORITHMS,
     POLICIES,
@@ -42,6 +49,10 @@ DEFAULT_TIMEOUT_MS = 50
 # Three calls at once on another key send one single call and one batch, so the
 # burst does not pay for planning either function on a fresh connection.
 WARM_UP_CALLS = 3
+SERVICE_TOKEN = "service-token-for-burst-e2e"
+REDIS_URL = os.environ.get("RAMPGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Log events of a store failure, or of a failed warm-up, in a server's JSON log lines.
+STORE_WARNINGS = ('"store.timed_out"', '"store.degraded"', '"store.warm_up_failed"', '"service.store_warm_up_failed"')
 
 
 @pytest.fixture
@@ -283,3 +294,64 @@ def _store_outcome(row: tuple[Any, ...]) -> tuple[Any, ...]:
         row[3] / 1e6,
         None if next_unit_after < 0 else next_unit_after / 1e6,
     )
+
+
+def server_env(migrated_url: str, tmp_path: Path, counter_store: str, redis_prefix: str) -> dict[str, str]:
+    env = {
+        "RAMPGATE_DATABASE_URL": migrated_url,
+        "RAMPGATE_COUNTER_STORE": counter_store,
+        "RAMPGATE_SERVICE_TOKEN": SERVICE_TOKEN,
+        "RAMPGATE_AUDIT_SPILL_PATH": str(tmp_path / "spill"),
+        "RAMPGATE_CONFIG": str(tmp_path / "absent.toml"),
+    }
+    if counter_store == "redis":
+        env["RAMPGATE_REDIS_URL"] = REDIS_URL
+        env["RAMPGATE_REDIS_PREFIX"] = redis_prefix
+    return env
+
+
+async def send_checks(url: str, actor_id: str) -> list[dict[str, Any]]:
+    """Send ``BURST`` checks for one actor at once, each on its own connection, and return the bodies."""
+    body = {"actor_type": "user", "actor_id": actor_id, "action": "media_upload"}
+    headers = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
+    # One connection per request lets the kernel spread the burst over both workers.
+    limits = httpx.Limits(max_connections=BURST, max_keepalive_connections=0)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        responses = await asyncio.gather(
+            *[client.post(url + "/v1/check", json=body, headers=headers) for _ in range(BURST)]
+        )
+    assert [response.status_code for response in responses] == [200] * BURST
+    return [response.json() for response in responses]
+
+
+def store_warnings(logs: str) -> list[dict[str, Any]]:
+    """Return the log records of a server's JSON log lines that report a store failure."""
+    records = []
+    for line in logs.splitlines():
+        if any(event in line for event in STORE_WARNINGS):
+            records.append(json.loads(line))
+    return records
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("counter_store", ["postgres", "redis"])
+def test_serve_burst_after_start(
+    migrated_url: str, redis_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, counter_store: str
+) -> None:
+    # The server must run with the default 50 ms budget, whatever the calling shell sets.
+    monkeypatch.delenv("RAMPGATE_STORE_TIMEOUT_MS", raising=False)
+    env = server_env(migrated_url, tmp_path, counter_store, redis_prefix)
+
+    with start_server(env, workers=2) as server:
+        bodies = asyncio.run(send_checks(server.url, "u-burst"))
+        logs = server.logs()
+
+    reasons = Counter(body["reason"] for body in bodies)
+    modes = Counter(body["mode"] for body in bodies)
+    allowed = sum(body["allowed"] for body in bodies)
+    print(f"{counter_store}: {allowed} allowed, modes {dict(modes)}, reasons {dict(reasons)}, "
+          f"store warnings {[record.get('error') for record in store_warnings(logs)]}")
+    assert modes == {"enforce": BURST}
+    assert reasons == {"ok": 5, "limited": BURST - 5}
+    assert allowed == 5
+    assert store_warnings(logs) == []
