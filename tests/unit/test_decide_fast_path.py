@@ -11,6 +11,7 @@ actions without a policy.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rampgate.catalog.audit import AuditWriter
+from rampgate.catalog.audit import AUDIT_ROW_LENGTH, STAT_ROW_LENGTH, AuditWriter
 from rampgate.core.bucketing import is_in_cohort
-from rampgate.core.decision import Decision
+from rampgate.core.decision import Decision, round_up_ms
 from rampgate.core.flags import ENFORCEMENT_FLAG
 from rampgate.core.policies import Policy
+from rampgate.core.snapshot import CatalogSnapshot
 from rampgate.errors import InvalidInput
 from rampgate.catalog.database import MEMORY_URL
 from rampgate.gate import AsyncGate, Gate, memory_gate
+from rampgate.stores.base import counter_key
 from rampgate.stores.memory import MemoryCounterStore
 
 ACTORS = [("user", f"u-{n}") for n in range(40)] + [("ip", "10.0.0.1"), ("device", "d-1")]
@@ -59,6 +62,13 @@ class Recorder:
 
 def fields_of(decision: Decision) -> dict[str, Any]:
     return {name: getattr(decision, name) for name in Decision.__slots__}
+
+
+def rows_of(queue: Iterable[Any], length: int) -> list[tuple[Any, ...]]:
+    """Cut an AuditWriter queue, whose rows lie flat one after the other, into rows."""
+    values = list(queue)
+    assert len(values) % length == 0, "the queue contains whole rows"
+    return [tuple(values[start : start + length]) for start in range(0, len(values), length)]
 
 
 def configure(gate: Gate | AsyncGate, percentage: int, shadow: bool) -> None:
@@ -154,14 +164,17 @@ def test_fast_path_queues_audit_rows_like_record(tmp_path: Path, percentage: int
             general._decide_general(general.snapshot, actor_type, actor_id, action, cost, request_id, context)
             clock.now += rng.choice((0.0, 0.001, 0.25, 1.0, 3.5))
 
-        assert list(fast_writer._audits) == list(general_writer._audits)
-        assert list(fast_writer._stats) == list(general_writer._stats)
+        audits = rows_of(fast_writer._audits, AUDIT_ROW_LENGTH)
+        stats = rows_of(fast_writer._stats, STAT_ROW_LENGTH)
+        assert audits == rows_of(general_writer._audits, AUDIT_ROW_LENGTH)
+        assert stats == rows_of(general_writer._stats, STAT_ROW_LENGTH)
         assert fast_writer.dropped == general_writer.dropped
-        assert len(fast_writer._audits) > 0
+        assert len(audits) > 0
         if percentage < 100:
-            assert any(row[3] == "shadow" and row[6] for row in fast_writer._stats), "a shadow block is counted"
+            assert any(row[3] == "shadow" and row[6] for row in stats), "a shadow block is counted"
         if max_buffer < 100:
             assert fast_writer.dropped > 0
+            assert len(audits) == max_buffer
     finally:
         fast.close()
         general.close()
@@ -221,31 +234,62 @@ def test_fast_path_rejects_like_engine(arguments: tuple[Any, ...], field: str) -
         gate.close()
 
 
-@settings(max_examples=200, deadline=None)
+_TRANSITION_GATES: list[Gate] = []
+
+
+def transition_gate() -> Gate:
+    """One gate for every example of the property test below: opening a catalog costs far more than an example."""
+    if not _TRANSITION_GATES:
+        _TRANSITION_GATES.append(memory_gate(watch=False, audit=False))
+    return _TRANSITION_GATES[0]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def close_transition_gate() -> Iterator[None]:
+    yield
+    while _TRANSITION_GATES:
+        _TRANSITION_GATES.pop().close()
+
+
+@settings(max_examples=300, deadline=None)
 @given(
+    algorithm=st.sampled_from(("token_bucket", "gcra")),
     limit=st.integers(1, 1000),
     window_seconds=st.integers(1, 86_400),
     burst=st.none() | st.integers(1, 1000),
     steps=st.lists(st.tuples(st.floats(0, 120, allow_nan=False), st.integers(1, 50)), min_size=1, max_size=60),
 )
-def test_store_fast_transition_matches_consume(
-    limit: int, window_seconds: int, burst: int | None, steps: list[tuple[float, int]]
+def test_inline_transition_matches_consume(
+    algorithm: str, limit: int, window_seconds: int, burst: int | None, steps: list[tuple[float, int]]
 ) -> None:
-    """MemoryCounterStore.consume_tat repeats consume's token-bucket transition exactly."""
+    """Gate.decide's token-bucket transition on the memory store equals MemoryCounterStore.consume exactly.
+
+    Both stores see the same clock readings. The decision carries
+    ``next_unit_after`` unrounded, and the stored TATs must be equal floats.
+    """
     clock = Clock()
+    policy = Policy(scope="global", action="probe", limit_value=limit, window_seconds=window_seconds,
+                    algorithm=algorithm, burst=burst)
+    gate = transition_gate()
+    gate.watcher.snapshot = CatalogSnapshot(policies=[policy])
+    gate.clock = clock
+    fast = gate.store = MemoryCounterStore(clock=clock)
     general = MemoryCounterStore(clock=clock)
-    fast = MemoryCounterStore(clock=clock)
-    capacity = burst if burst is not None else limit
-    interval = window_seconds / limit
-    span = capacity * interval
+    key = counter_key(algorithm, policy.name, "user", "u-1")
+    assert gate._memory_store is fast
 
     for advance, units in steps:
         clock.now += advance
-        want = general.consume("token_bucket:tier:B:api_call:{user:u-1}", "token_bucket", limit, window_seconds,
-                               capacity, units)
-        got = fast.consume_tat("token_bucket:tier:B:api_call:{user:", "u-1", units, interval, span)
-        assert got[:5] == want[:5]
-        assert got[5] == clock.now
+        cost = min(units, policy.capacity)
+        want = general.consume(key, algorithm, limit, window_seconds, policy.capacity, cost)
+        got = gate.decide("user", "u-1", "probe", cost)
+
+        assert got.allowed is want[0]
+        assert got.remaining == want[1]
+        assert got.reset_after == round_up_ms(want[2])
+        assert got.retry_after == round_up_ms(want[3])
+        assert got.next_unit_after == want[4]
+        assert fast._tables == general._tables
 
 
 def test_snapshot_cohort_matches_bucketing() -> None:

@@ -42,10 +42,7 @@ logger = logging.getLogger(__name__)
 # (actor_type, actor_id, action, allowed, remaining, units, request_id,
 # context, created_at, tier, policy, reason, retry_after): the decision's
 # fields, copied on the request path, and the writer thread builds the column
-# values. The cyclic garbage collector stops tracking a tuple of strings and
-# numbers after its first collection, but a queued Decision object stays
-# tracked. At 100,000 queued rows the collector's passes over queued Decisions
-# added 1.4 µs to a decision of 2.2 µs (BENCHMARKS.md, comparison 1).
+# values.
 AuditRow = tuple[
     str, str, str, bool, "int | None", int, "str | None", "dict[str, Any] | None", float,
     str, "str | None", str, "float | None",
@@ -54,6 +51,15 @@ AuditRow = tuple[
 # decision to count, created_at in Unix seconds; the writer thread rounds it
 # down to the minute.
 StatRow = tuple[float, str, str, str, bool, str, bool]
+# The queues are flat: the request path adds a row's values one after the
+# other with a single deque.extend, which no other thread can interleave, so
+# a queue always contains whole rows. A queued tuple is tracked by the cyclic
+# garbage collector until its first collection, and with a row queued per
+# decision those collections cost 7 % of a decision; a queued Decision object
+# stays tracked and cost 1.4 µs per decision at 100,000 queued rows
+# (BENCHMARKS.md, comparison 1). A string or a number is never tracked.
+AUDIT_ROW_LENGTH = 13
+STAT_ROW_LENGTH = 7
 # The columns of one audit row as written and spilled, created_at in Unix seconds.
 AUDIT_COLUMNS = (
     "actor_type", "actor_id", "action", "allowed", "tokens_available", "tokens_consumed",
@@ -117,8 +123,8 @@ def _merge_context(
     return merged
 
 
-def audit_values(row: AuditRow) -> tuple[Any, ...]:
-    """Build the column values of one queued decision, in :data:`AUDIT_COLUMNS` order.
+def audit_values(row: AuditRow | list[Any]) -> tuple[Any, ...]:
+    """Build the column values of one queued decision, an :data:`AuditRow`, in :data:`AUDIT_COLUMNS` order.
 
     ``context`` is JSON text and ``created_at`` Unix seconds, so the tuple can
     go to a spill file as it is. Without a caller context the JSON text is
@@ -213,9 +219,13 @@ class AuditWriter:
         self.copy_connections = copy_connections
         self.spill_directory = Path(spill_path or default_spill_path()) / _database_digest(engine)
 
-        # Filled by the request path, emptied by the writer.
-        self._audits: deque[AuditRow] = deque()
-        self._stats: deque[StatRow] = deque()
+        # Filled by the request path, emptied by the writer: AuditRow and
+        # StatRow values, AUDIT_ROW_LENGTH and STAT_ROW_LENGTH per row, and at
+        # most max_buffer rows each.
+        self._audits: deque[Any] = deque()
+        self._stats: deque[Any] = deque()
+        self._audit_values_limit = max_buffer * AUDIT_ROW_LENGTH
+        self._stat_values_limit = max_buffer * STAT_ROW_LENGTH
         # Rows taken off the queues but not yet written, used only under ``_flush_lock``.
         self._unwritten: list[tuple[Any, ...]] = []
         self._stat_totals: dict[StatKey, list[int]] = {}
@@ -240,7 +250,10 @@ class AuditWriter:
     @property
     def queue_depth(self) -> int:
         """Audit rows and decision counts held in memory, waiting to be written."""
-        return len(self._audits) + len(self._stats) + len(self._unwritten) + len(self._stat_totals)
+        return (
+            len(self._audits) // AUDIT_ROW_LENGTH + len(self._stats) // STAT_ROW_LENGTH
+            + len(self._unwritten) + len(self._stat_totals)
+        )
 
     def counters(self) -> dict[str, int]:
         """Return the writer's counters, for metrics and health checks."""
@@ -260,20 +273,20 @@ class AuditWriter:
     ) -> None:
         """Queue one decision: an audit row when enforced, a per-minute count otherwise."""
         if decision.mode == "enforce":
-            if len(self._audits) >= self.max_buffer:
+            if len(self._audits) >= self._audit_values_limit:
                 self._drop()
                 return
-            self._audits.append((
+            self._audits.extend((
                 decision.actor_type, decision.actor_id, decision.action, decision.allowed, decision.remaining,
                 units, request_id, context, now, decision.tier, decision.policy, decision.reason,
                 decision.retry_after,
             ))
             return
 
-        if len(self._stats) >= self.max_buffer:
+        if len(self._stats) >= self._stat_values_limit:
             self._drop()
             return
-        self._stats.append((
+        self._stats.extend((
             now, decision.action, decision.tier, decision.mode, decision.in_cohort, decision.reason,
             decision.would_block,
         ))
@@ -322,16 +335,17 @@ class AuditWriter:
 
     def _collect(self) -> None:
         """Move queued rows into the writer's own lists, at most ``max_buffer`` audit rows at a time."""
-        audits = self._audits
         unwritten = self._unwritten
         room = max(self.max_buffer - len(unwritten), 0)
-        for _ in range(min(room, len(audits))):
-            unwritten.append(audit_values(audits.popleft()))
+        rows = min(room, len(self._audits) // AUDIT_ROW_LENGTH)
+        values = _pop_values(self._audits, rows * AUDIT_ROW_LENGTH)
+        for start in range(0, len(values), AUDIT_ROW_LENGTH):
+            unwritten.append(audit_values(values[start : start + AUDIT_ROW_LENGTH]))
 
-        stats = self._stats
         totals = self._stat_totals
-        for _ in range(len(stats)):
-            created_at, action, tier, mode, in_cohort, reason, would_block = stats.popleft()
+        values = _pop_values(self._stats, len(self._stats) // STAT_ROW_LENGTH * STAT_ROW_LENGTH)
+        for start in range(0, len(values), STAT_ROW_LENGTH):
+            created_at, action, tier, mode, in_cohort, reason, would_block = values[start : start + STAT_ROW_LENGTH]
             minute = int(created_at // 60) * 60
             counts = totals.get((minute, action, tier, mode, in_cohort, reason))
             if counts is None:
@@ -506,11 +520,11 @@ class AuditWriter:
 
     def _spill_if_full(self) -> None:
         """While the database is down, move rows to disk once half the buffer is waiting."""
-        if len(self._unwritten) + len(self._audits) >= self.max_buffer // 2:
+        if len(self._unwritten) + len(self._audits) // AUDIT_ROW_LENGTH >= self.max_buffer // 2:
             self._collect()
             self._spill_collected()
             # The queue may have refilled while the first part was being written.
-            if len(self._audits) >= self.max_buffer // 2:
+            if len(self._audits) // AUDIT_ROW_LENGTH >= self.max_buffer // 2:
                 self._collect()
                 self._spill_collected()
 
@@ -598,6 +612,12 @@ class AuditWriter:
                     os.rename(path, path.with_name(path.name.split(".claimed-", 1)[0]))
                 except OSError:
                     continue
+
+
+def _pop_values(queue: deque[Any], count: int) -> list[Any]:
+    """Take the first ``count`` values off ``queue``, which other threads may extend meanwhile."""
+    popleft = queue.popleft
+    return [popleft() for _ in range(count)]
 
 
 def _read_spill_file(path: Path) -> tuple[list[tuple[Any, ...]], dict[StatKey, list[int]]]:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from math import floor
 from typing import Any, Callable
 
-from rampgate.core.algorithms import EPSILON, consume_fixed_window, consume_sliding_window, consume_tat
+from rampgate.core.algorithms import consume_fixed_window, consume_sliding_window, consume_tat
 from rampgate.core.algorithms import Outcome
 
 logger = logging.getLogger(__name__)
@@ -44,9 +43,12 @@ class MemoryCounterStore:
 
     The counters live in one table (a dict) per policy and actor type, keyed
     by the actor id, as :func:`split_counter_key` splits a counter key.
-    ``Gate.decide`` passes the table name that its plan computed once and the
-    caller's actor id, so a decision neither builds a counter key nor hashes
-    one: the actor id caches its own hash.
+    ``Gate.decide`` runs the token-bucket/GCRA transition on this state
+    itself, under ``_lock``: it finds the table by the name that its plan
+    computed once and the counter by the caller's actor id, so a decision
+    neither builds a counter key nor hashes one (a string caches its hash).
+    A change to the state or to the sweep schedule here must be made there
+    too. The unit tests compare that path with :meth:`consume`.
 
     Token-bucket and GCRA counters are stored as a bare float, their
     theoretical arrival time, which is also the moment they expire; that keeps
@@ -131,66 +133,6 @@ class MemoryCounterStore:
                 self._sweep(now)
 
         return outcome[0], outcome[1], outcome[2], outcome[3], outcome[4], None
-
-    def consume_tat(
-        self, table_name: str, actor_id: str, units: int, interval: float, span: float
-    ) -> tuple[bool, int, float, float, float, float]:
-        """Run the token-bucket/GCRA transition for one actor: ``Gate.decide``'s fast path.
-
-        The same transition as ``consume(table_name + actor_id + "}", …)``
-        for ``token_bucket`` and ``gcra``, where ``table_name`` is the first
-        part that :func:`split_counter_key` returns for that key.
-        ``interval`` is ``window_seconds / limit`` and ``span`` is ``capacity *
-        interval``, both computed once per policy. Returns the outcome of
-        ``consume`` with the store's ``now`` in place of the state, so the
-        caller can stamp the audit row without reading the clock again.
-
-        The body repeats :func:`rampgate.core.algorithms.consume_tat`
-        expression by expression instead of calling it, and takes the lock
-        with ``acquire``/``release`` rather than ``with``: together about a
-        tenth of a decision on CPython 3.11 (BENCHMARKS.md, comparison 1).
-        The unit tests compare both paths on random requests.
-        """
-        lock = self._lock
-        lock.acquire()
-        try:
-            now = self._clock()
-            if now.__class__ is not float:
-                now = float(now)
-            if now < self._now:
-                now = self._now
-            else:
-                self._now = now
-            epoch = self._epoch
-            if epoch is None:
-                epoch = self._epoch = now
-            table = self._tables.get(table_name)
-            if table is None:
-                table = self._tables[table_name] = {}
-
-            # consume_tat, on times counted from the store's epoch.
-            relative_now = now - epoch
-            tat = table.get(actor_id)
-            backlog = tat - relative_now if tat is not None and tat > relative_now else 0.0
-            after = backlog + units * interval
-            excess = after - span
-            if excess <= EPSILON:
-                table[actor_id] = relative_now + after
-                remaining = floor((span - after + EPSILON) / interval)
-                outcome = (True, remaining, after, 0.0, after - span + (remaining + 1) * interval, now)
-            else:
-                remaining = floor((span - backlog + EPSILON) / interval)
-                if remaining < 0:
-                    remaining = 0
-                outcome = (False, remaining, backlog, excess, backlog - span + (remaining + 1) * interval, now)
-
-            calls = self._calls_since_sweep + 1
-            self._calls_since_sweep = calls
-            if calls >= self._sweep_after:
-                self._sweep(now)
-        finally:
-            lock.release()
-        return outcome
 
     async def aconsume(
         self, key: str, algorithm: str, limit: int, window_seconds: int, capacity: int, units: int
