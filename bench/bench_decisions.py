@@ -292,15 +292,17 @@ def _report(
 
 
 FINDINGS = """
-**Where the time goes.** py-spy sampling `Gate.decide` at 400 Hz for 8 s
-(10,000 actors, rounds of 100,000 decisions, the audit queue filling): the
-memory store's token-bucket transition takes 37 % of the samples, of which
-the dict lookup of the freshly built counter key is 10 % (hashing a new
-45-character string and comparing it with the stored key), taking the lock
-4 % and reading the clock 4 %. `AuditWriter.record` takes 15 %, almost all
-of it building the queued row. The rest of `Gate.decide` (argument checks,
-two plan lookups, the key f-string, the Decision's 16 slots, rounding two
-durations) takes 36 %, and the benchmark's own loop 12 %.
+**Where the time goes.** callgrind counts, per decision at 10,000 actors
+with the audit queue filling, about 16,400 instructions at 100 % and
+17,900 at 50 % (CPython 3.11.7, PYTHONHASHSEED=0, the difference between
+runs of 60,000 and 10,000 decisions). Half of them interpret the 330
+bytecodes of `Gate.decide`: about 35 check the arguments, 45 find the
+plan and the cohort, 135 run the token bucket under the store's lock, 75
+build the Decision and 40 queue the audit row. The rest is C: dict lookups (the plan,
+the counter table and the actor's counter, 6 %), float objects for the
+bucket's arithmetic, freeing the Decision, taking the lock and reading the
+clock. At 50 % the cohort hash adds about 1,500 instructions: the
+`group:actor` string, MurmurHash3 and the modulo of a 32-bit integer.
 
 **What changed in the hot path**, each step kept only after it measured
 faster:
@@ -314,30 +316,56 @@ faster:
    capacity still go through `DecisionEngine`, and a differential test
    compares both paths decision by decision. Together with step 1 this took
    the decision from 5.0 µs to 3.8 µs.
-3. The memory store's token-bucket transition repeats `consume_tat`
-   expression by expression instead of calling it, and takes its lock with
-   `acquire`/`release` instead of `with`; a property test keeps the two
-   transitions identical.
-4. The fast path sets the Decision's slots on a bare instance instead of
+3. The fast path sets the Decision's slots on a bare instance instead of
    binding 16 arguments to `__init__`, about 0.1 µs.
-5. The audit writer used to queue the Decision object. A queued Decision
+4. The audit writer used to queue the Decision object. A queued Decision
    stays tracked by the cyclic garbage collector until the writer drains the
    queue, and with 100,000 rows queued the collector's passes over them cost
-   1.4 µs per decision (3.6 µs against 2.15 µs). The queue now holds a tuple
-   of the decision's strings and numbers, which the collector stops tracking.
+   1.4 µs per decision (3.6 µs against 2.15 µs).
+5. The memory store keeps one table per policy and actor type, keyed by the
+   actor id. The plan names the table for each actor type, so a decision no
+   longer formats a 45-character counter key and hashes it: the actor id
+   caches its hash. `consume` splits a full key into the same two parts,
+   so both paths reach one counter. A tracked actor went from 148 to 126
+   bytes (comparison 7).
+6. `Gate.decide` appends the audit row (or, for a shadow decision, the
+   count) to the AuditWriter's queue from its own locals instead of calling
+   `record`, which read nine attributes back from the Decision. A shadow
+   count carries its timestamp, and the writer thread rounds it down to the
+   minute. Steps 5 and 6 took 20,500 instructions to 18,600 at 100 % and
+   21,900 to 19,400 at 50 %.
+7. `Gate.decide` runs the token-bucket transition on the memory store's
+   state itself, under the store's lock, instead of calling the store: the
+   call, its six-value outcome tuple and the second frame cost about 8 %
+   of a decision. The transition repeats `consume_tat` expression by
+   expression, so the floats are the same, and takes the lock with
+   `acquire`/`release`, which costs half of `with`. A property test
+   compares it with `MemoryCounterStore.consume` float for float, and a
+   thread test mixes both on one counter. NOTE: the store's state and
+   sweep schedule now have two writers, `MemoryCounterStore` and
+   `Gate.decide`, that must change together.
+8. The AuditWriter queues hold a row's values flat, added with one
+   `deque.extend`, instead of one tuple per row. A queued tuple stayed
+   tracked by the garbage collector until its first collection, and those
+   collections cost 7 % of a decision; strings and numbers are never
+   tracked. Steps 7 and 8 took the decision to 16,400 instructions at
+   100 % and 17,900 at 50 %.
 
-**The 50 % rollout** costs 0.3–0.4 µs more per decision than 100 %: one
+In CPU time, measured side by side with `limits` in one process on this
+2-core machine while other jobs ran, steps 5 to 8 took the decision from
+1.25 µs to 0.96 µs at 100 % and from 1.45 µs to 1.10 µs at 50 %, with
+`limits`' fixed window at 2.2–2.4 µs in the same runs.
+
+**The 50 % rollout** costs about 0.15 µs more per decision than 100 %: one
 MurmurHash3 of `group:actor` per request, and for the half outside the
 cohort the shadow decision's per-minute count instead of an audit row. At
 10,000 actors, `limits`' fixed window is the fastest peer because it only
 increments a counter and never computes a retry time.
 
-**Run to run.** In four full runs on this machine on the same day, the
-ratio of the 100 % row to `limits`' fixed window was 2.03×, 2.11×, 1.84× and
-1.92×, and a fifth run gave 1.73×: the target sits inside the variation
-between runs. Most of it comes
-from the peer: rampgate's decision took 1.87–1.94 µs in these runs and
-`limits`' fixed-window hit 3.44–4.01 µs. A likely source is `limits`'
+**Run to run.** Most of the variation between runs comes from the peer:
+`limits`' fixed-window hit took 2.1–2.4 µs in the runs behind the figures
+above and 3.44–4.01 µs in earlier full runs on a busier machine, while
+rampgate's decision moved less. A likely source is `limits`'
 MemoryStorage, whose expiry timer walks all 10,000 keys every 10 ms in a
 thread of the same process, so its CPU time counts against the peer.
 """

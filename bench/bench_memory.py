@@ -126,10 +126,11 @@ def run(quick: bool, *, tiny: bool = False) -> dict[str, Any]:
         abs(residue) <= TARGET_RESIDUE,
     )
     result["notes"].append(
-        "An actor's counter is one dict entry: the key (policy name and actor, about 45 characters) and a float "
-        "holding the token bucket's theoretical arrival time. The traced heap is the size of the live Python "
-        "allocations that tracemalloc counts, read after gc.collect(). The store gives the dict's table back "
-        "when a sweep evicts more keys than it keeps, which is why the heap returns to the baseline."
+        "An actor's counter is one entry in the store's table for its policy and actor type: the actor id as the "
+        "key and a float, the token bucket's theoretical arrival time, as the value. The traced heap is the size "
+        "of the live Python allocations that tracemalloc counts, read after gc.collect(). A sweep drops a table "
+        "that it empties and rebuilds one that loses more keys than it keeps, which is why the heap returns to "
+        "the baseline."
     )
     result["data"] = {
         "actors": actors,

@@ -136,7 +136,7 @@ def test_fast_path_matches_engine(percentage: int, shadow: bool) -> None:
 
 @pytest.mark.parametrize(("percentage", "max_buffer"), [(37, 100_000), (100, 100_000), (37, 40)])
 def test_fast_path_queues_audit_rows_like_record(tmp_path: Path, percentage: int, max_buffer: int) -> None:
-    """Gate.decide appends to an AuditWriter's queues the rows that AuditWriter.record appends.
+    """Gate.decide adds to an AuditWriter's queues the rows that AuditWriter.record adds.
 
     The writers are not started, so the queues keep every row; with
     ``max_buffer`` 40 both queues fill and the rest is dropped.

@@ -53,11 +53,11 @@ AuditRow = tuple[
 StatRow = tuple[float, str, str, str, bool, str, bool]
 # The queues are flat: the request path adds a row's values one after the
 # other with a single deque.extend, which no other thread can interleave, so
-# a queue always contains whole rows. A queued tuple is tracked by the cyclic
-# garbage collector until its first collection, and with a row queued per
-# decision those collections cost 7 % of a decision; a queued Decision object
-# stays tracked and cost 1.4 µs per decision at 100,000 queued rows
-# (BENCHMARKS.md, comparison 1). A string or a number is never tracked.
+# a queue always contains whole rows. The cyclic garbage collector never
+# tracks a string or a number. It tracks a queued tuple until its first
+# collection, and with a tuple queued per decision those collections cost
+# 7 % of a decision. A queued Decision object stays tracked, and cost 1.4 µs
+# per decision at 100,000 queued rows (BENCHMARKS.md, comparison 1).
 AUDIT_ROW_LENGTH = 13
 STAT_ROW_LENGTH = 7
 # The columns of one audit row as written and spilled, created_at in Unix seconds.

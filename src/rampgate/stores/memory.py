@@ -44,15 +44,15 @@ class MemoryCounterStore:
     The counters live in one table (a dict) per policy and actor type, keyed
     by the actor id, as :func:`split_counter_key` splits a counter key.
     ``Gate.decide`` runs the token-bucket/GCRA transition on this state
-    itself, under ``_lock``: it finds the table by the name that its plan
+    itself, under ``_lock``. It finds the table by the name that its plan
     computed once and the counter by the caller's actor id, so a decision
-    neither builds a counter key nor hashes one (a string caches its hash).
-    A change to the state or to the sweep schedule here must be made there
-    too. The unit tests compare that path with :meth:`consume`.
+    neither builds a counter key nor hashes one, because a string caches
+    its hash. A change to the state or to the sweep schedule here must be
+    made there too. The unit tests compare that path with :meth:`consume`.
 
     Token-bucket and GCRA counters are stored as a bare float, their
     theoretical arrival time, which is also the moment they expire; that keeps
-    a tracked actor near 150 bytes. The TAT is counted in seconds from the
+    a tracked actor near 130 bytes. The TAT is counted in seconds from the
     store's first reading of the clock, because a float near 1.7e9 s rounds
     every addition to 0.24 µs and those errors add up over a burst. Window
     counters store ``(state, expires_at)`` in clock time.
