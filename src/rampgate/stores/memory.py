@@ -52,7 +52,7 @@ class MemoryCounterStore:
 
     Token-bucket and GCRA counters are stored as a bare float, their
     theoretical arrival time, which is also the moment they expire; that keeps
-    a tracked actor near 130 bytes. The TAT is counted in seconds from the
+    a tracked actor at 110 to 130 bytes. The TAT is counted in seconds from the
     store's first reading of the clock, because a float near 1.7e9 s rounds
     every addition to 0.24 µs and those errors add up over a burst. Window
     counters store ``(state, expires_at)`` in clock time.
