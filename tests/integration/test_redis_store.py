@@ -6,6 +6,7 @@ import asyncio
 import os
 import random
 import re
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -375,3 +376,48 @@ def test_redis_password_and_database_from_url(private_redis) -> None:  # type: i
     assert first[1] == 4
     assert second[1] == 3
     assert stored == 1
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_redis_async_forgives_loop_stall(redis_prefix: str, loop_name: str) -> None:
+    import uvloop
+
+    store = RedisCounterStore(REDIS_URL, prefix=redis_prefix, timeout_ms=50)
+    key = counter_key("token_bucket", "tier:B:media_upload", "user", "u-stalled")
+
+    async def scenario() -> Any:
+        await store.aconsume(key, "token_bucket", 5, 60, 5, 1)  # connect first
+
+        # Right after the write, another socket's callback keeps the loop busy
+        # past the 50 ms budget while Redis replies. The callback runs in the
+        # poll phase, after which uvloop runs due timers before polling again.
+        loop = asyncio.get_running_loop()
+        busy, trigger = socket.socketpair()
+        loop.add_reader(busy, lambda: (busy.recv(1), time.sleep(0.2)))
+        pipeline = store._pipeline
+        assert pipeline is not None
+        write = pipeline._flush
+
+        def write_then_stall() -> None:
+            write()
+            trigger.send(b"x")
+
+        pipeline._flush = write_then_stall  # type: ignore[method-assign]
+        try:
+            return await store.aconsume(key, "token_bucket", 5, 60, 5, 1)
+        finally:
+            loop.remove_reader(busy)
+            busy.close()
+            trigger.close()
+
+    factory = uvloop.new_event_loop if loop_name == "uvloop" else asyncio.new_event_loop
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            outcome = runner.run(scenario())
+            runner.run(store.aclose())
+    finally:
+        store.close()
+
+    assert outcome[0] is True
+    assert outcome[1] == 3
+    assert store.breaker.failures == 0

@@ -358,7 +358,7 @@ class RedisCounterStore:
                 script_name = self.scripts[algorithm].name
                 raise StoreError(f"Redis at {self.target} rejected {script_name}: {reply}", retryable=False)
 
-        if self.breaker.is_open:
+        if self.breaker.consecutive_failures:
             self.breaker.record_success()
         return OUTCOMES[algorithm](reply, limit, window_seconds, capacity, units)
 
@@ -493,7 +493,7 @@ class RedisCounterStore:
             if reply.__class__ not in SCRIPT_REPLIES:
                 reply = await self._aretry(pipeline, command, reply, algorithm)
 
-        if self.breaker.is_open:
+        if self.breaker.consecutive_failures:
             self.breaker.record_success()
         return OUTCOMES[algorithm](reply, limit, window_seconds, capacity, units)
 

@@ -31,6 +31,7 @@ from urllib.parse import quote, unquote, urlsplit
 import hiredis
 
 from rampgate.errors import ConfigurationError, StoreError, StoreTimeout
+from rampgate.stores.resilience import has_unread_data
 
 logger = logging.getLogger(__name__)
 
@@ -301,9 +302,15 @@ class RedisPipeline:
         protocol.waiters.extend(futures)
         transport.write(commands[0] if len(commands) == 1 else b"".join(commands))
         # One timer per batch rather than per call.
-        self.loop.call_later(self.timeout_seconds, self._expire, futures)
+        self.loop.call_later(self.timeout_seconds, self._expire, futures, False)
 
-    def _expire(self, futures: list[asyncio.Future[Any]]) -> None:
+    def _expire(self, futures: list[asyncio.Future[Any]], extended: bool) -> None:
+        if not extended and any(not future.done() for future in futures) and self._has_unread_reply():
+            # The replies came in time and only this loop was late to read them
+            # (uvloop runs due timers before it reads sockets): one more budget.
+            self.loop.call_later(self.timeout_seconds, self._expire, futures, True)
+            return
+
         expired = False
         for future in futures:
             if not future.done():
@@ -317,6 +324,11 @@ class RedisPipeline:
         if expired:
             # The missing reply would hold up every later one.
             self.close()
+
+    def _has_unread_reply(self) -> bool:
+        transport = self._transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        return sock is not None and has_unread_data(sock.fileno())
 
     def close(self) -> None:
         transport = self._transport
