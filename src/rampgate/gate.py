@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -24,6 +25,9 @@ from rampgate.stores.factory import open_counter_store
 from rampgate.stores.memory import MemoryCounterStore
 
 logger = logging.getLogger(__name__)
+
+# How long :meth:`AsyncGate.warm` waits for the counter store by default.
+STORE_WARM_UP_TIMEOUT_SECONDS = 5.0
 
 Clock = Callable[[], float]
 
@@ -471,7 +475,30 @@ class AsyncGate(_GateBase):
         self._close_catalog()
         await self.store.aclose()
 
+    async def warm(self, timeout_seconds: float = STORE_WARM_UP_TIMEOUT_SECONDS) -> bool:
+        """Open the counter store's connections on this event loop now; return False when that fails.
+
+        The first decisions then wait for no connection. The PostgreSQL
+        store's ``awarm`` also compiles its functions, and another store is
+        pinged, which opens Redis's connection. A failure is logged and only
+        delays the store's first decisions: they fail open until it responds.
+        """
+        store: Any = self.store
+        warm = getattr(store, "awarm", None) or getattr(store, "aping", None)
+        if warm is None:
+            return True
+        try:
+            await asyncio.wait_for(warm(), timeout_seconds)
+        except Exception as error:  # any failure of any store only delays its first decisions
+            logger.warning(
+                "gate.store_warm_up_failed",
+                extra={"store": self.settings.counter_store, "error": f"{type(error).__name__}: {error}"},
+            )
+            return False
+        return True
+
     async def __aenter__(self) -> "AsyncGate":
+        await self.warm()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -52,7 +52,7 @@ WARM_UP_CALLS = 3
 SERVICE_TOKEN = "service-token-for-burst-e2e"
 REDIS_URL = os.environ.get("RAMPGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 # Log events of a store failure, or of a failed warm-up, in a server's JSON log lines.
-STORE_WARNINGS = ('"store.timed_out"', '"store.degraded"', '"store.warm_up_failed"', '"service.store_warm_up_failed"')
+STORE_WARNINGS = ('"store.timed_out"', '"store.degraded"', '"store.warm_up_failed"', '"gate.store_warm_up_failed"')
 
 
 @pytest.fixture

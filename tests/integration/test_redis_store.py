@@ -421,3 +421,38 @@ def test_redis_async_forgives_loop_stall(redis_prefix: str, loop_name: str) -> N
     assert outcome[0] is True
     assert outcome[1] == 3
     assert store.breaker.failures == 0
+
+
+def test_async_gate_context_warms_redis(redis_prefix: str, tmp_path: Any) -> None:
+    from rampgate.gate import AsyncGate
+
+    async def scenario() -> bool:
+        async with AsyncGate(
+            database_url=f"sqlite:///{tmp_path}/catalog.db", counter_store="redis", redis_url=REDIS_URL,
+            redis_prefix=redis_prefix, audit=False,
+        ) as gate:
+            pipeline = gate.store._pipeline
+            return pipeline is not None and pipeline.is_connected
+
+    assert asyncio.run(scenario()) is True
+
+
+def test_async_gate_warm_reports_unreachable_redis(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    from rampgate.gate import AsyncGate
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+
+    async def scenario() -> bool:
+        gate = AsyncGate(
+            database_url=f"sqlite:///{tmp_path}/catalog.db", counter_store="redis",
+            redis_url=f"redis://127.0.0.1:{closed_port}/0", audit=False,
+        )
+        try:
+            return await gate.warm(timeout_seconds=2.0)
+        finally:
+            await gate.aclose()
+
+    assert asyncio.run(scenario()) is False
+    assert "gate.store_warm_up_failed" in caplog.text

@@ -46,7 +46,6 @@ METRICS_SYNC_SECONDS = 5.0
 # (a direct message of 10,000 characters); larger bodies get 413 unread.
 MAX_BODY_BYTES = 1024 * 1024
 READINESS_TIMEOUT_SECONDS = 2.0
-STORE_WARM_UP_TIMEOUT_SECONDS = 5.0
 
 
 def create_app(settings: Settings | None = None, gate: AsyncGate | None = None) -> FastAPI:
@@ -135,7 +134,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.gate = AsyncGate(settings=settings)
         app.state.appeals = AppealRepository(app.state.gate.engine)
     gate: AsyncGate = app.state.gate
-    await _warm_counter_store(gate)
+    # uvicorn accepts requests only after the lifespan startup, so no decision waits for a connection.
+    await gate.warm()
     _log_startup(app, settings, gate)
     sync_task = asyncio.create_task(_sync_metrics(app))
 
@@ -149,28 +149,6 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             await gate.aclose()
             app.state.gate = None
         logger.info("service.stopped")
-
-
-async def _warm_counter_store(gate: AsyncGate) -> None:
-    """Open the counter store's connections on this worker's loop before the worker accepts requests.
-
-    uvicorn starts accepting only after the lifespan startup, so no decision
-    waits for a connection to open. The PostgreSQL store's ``awarm`` also
-    compiles its functions; another store is pinged, which opens Redis's
-    connection. A failure is logged: the worker starts anyway, ``/readyz``
-    returns 503 and decisions fail open until the store responds.
-    """
-    store: Any = gate.store
-    warm = getattr(store, "awarm", None) or getattr(store, "aping", None)
-    if warm is None:
-        return
-    try:
-        await asyncio.wait_for(warm(), STORE_WARM_UP_TIMEOUT_SECONDS)
-    except Exception as error:  # any failure of any store only delays its first decisions
-        logger.warning(
-            "service.store_warm_up_failed",
-            extra={"store": gate.settings.counter_store, "error": f"{type(error).__name__}: {error}"},
-        )
 
 
 def _log_startup(app: FastAPI, settings: Settings, gate: AsyncGate) -> None:
