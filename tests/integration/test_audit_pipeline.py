@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import psycopg
@@ -118,6 +119,38 @@ def test_audit_unenforced_decisions_counted_per_minute(postgres_engine: Engine, 
     assert count_audits(postgres_engine) == 0
     assert [(row.mode, row.in_cohort, row.decisions) for row in rows] == [("shadow", False, 4), ("fail_open", True, 1)]
     assert rows[0].minute.timestamp() == NOW // 60 * 60
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.123456])
+def test_audit_sqlite_row_columns(sqlite_engine: Engine, tmp_path: Path, fraction: float) -> None:
+    writer = AuditWriter(sqlite_engine, spill_path=tmp_path)
+    writer.record(decision("u-7", allowed=False), 1, NOW + fraction, "req-7", {"path": "/upload"})
+
+    writer.flush()
+
+    audits = schema.rate_limit_audits
+    with sqlite_engine.connect() as connection:
+        row = connection.execute(sa.select(audits)).one()
+        stored_text = connection.exec_driver_sql("select created_at from rate_limit_audits").scalar_one()
+        # Filters bind a datetime as SQLAlchemy formats it, so the stored text must sort the same way.
+        later = connection.execute(
+            sa.select(sa.func.count()).select_from(audits).where(audits.c.created_at > _utc(NOW + fraction))
+        ).scalar_one()
+        same_or_later = connection.execute(
+            sa.select(sa.func.count()).select_from(audits).where(audits.c.created_at >= _utc(NOW + fraction))
+        ).scalar_one()
+    assert (row.actor_type, row.actor_id, row.action, row.allowed) == ("user", "u-7", "media_upload", False)
+    assert row.context == {
+        "path": "/upload", "tier": "B", "policy": "tier:B:media_upload", "reason": "limited", "cost": 1,
+        "retry_after": 11.5,
+    }
+    assert row.created_at.replace(tzinfo=None) == _utc(NOW + fraction).replace(tzinfo=None)
+    assert len(stored_text) == len("2026-09-21 14:13:20.000000")
+    assert (later, same_or_later) == (0, 1)
+
+
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc)
 
 
 def test_audit_sqlite_multirow_insert(sqlite_engine: Engine, tmp_path: Path) -> None:

@@ -67,6 +67,9 @@ AUDIT_COLUMNS = (
 )
 StatKey = tuple[int, str, str, str, bool, str]
 
+INSERT_AUDITS_SQLITE = (
+    f"insert into rate_limit_audits ({', '.join(AUDIT_COLUMNS)}) values ({', '.join('?' * len(AUDIT_COLUMNS))})"
+)
 COPY_AUDITS = f"copy rate_limit_audits ({', '.join(AUDIT_COLUMNS)}) from stdin (format binary)"
 # Binary COPY: jsonb travels as a version byte (1) followed by the JSON text,
 # which the bytea dumper sends unchanged.
@@ -177,6 +180,11 @@ def default_spill_path() -> Path:
 
 def _timestamp(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
+
+
+def _sqlite_timestamp(seconds: float) -> str:
+    """Format Unix seconds as SQLAlchemy stores a DateTime in SQLite: ``2026-12-04 10:00:00.000000``, UTC."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(" ", "microseconds")[:26]
 
 
 class AuditWriter:
@@ -476,10 +484,12 @@ class AuditWriter:
                 raise
             return
 
-        columns = AUDIT_COLUMNS
-        values = [dict(zip(columns, (*row[:7], json.loads(row[7]), _timestamp(row[8])))) for row in rows]
+        # The JSON text and the timestamp go to SQLite as they are: through the
+        # table's JSON and DateTime types each row cost about three times as
+        # much, parsed, bound and formatted again in the writer thread.
+        values = [(*row[:8], _sqlite_timestamp(row[8])) for row in rows]
         with self.engine.begin() as database:
-            database.execute(sa.insert(schema.rate_limit_audits), values)
+            database.exec_driver_sql(INSERT_AUDITS_SQLITE, values)
 
     def _upsert_stats(self, totals: dict[StatKey, list[int]]) -> None:
         values = [
