@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Iterator
@@ -191,7 +192,7 @@ def test_check_audits_enforced_decision(client: TestClient) -> None:
 
     assert row.actor_id == "u-1"
     assert row.request_id == "req-1"
-    assert '"ip": "192.0.2.1"' in row.context
+    assert json.loads(row.context)["ip"] == "192.0.2.1"
 
 
 # -- protected examples -----------------------------------------------------------
