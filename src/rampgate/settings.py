@@ -78,13 +78,51 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+# Settings whose values must never reach a message or a log line.
+SECRET_SETTINGS = frozenset({"service_token", "admin_token", "admin_readonly_token", "jwt_secret", "jwt_public_key"})
+# Settings that are URLs and may carry a password.
+URL_SETTINGS = frozenset({"database_url", "redis_url", "webhook_url"})
+
+
+class HiddenValue:
+    """Stands for a setting's value in an error message, so that no secret is printed."""
+
+    def __repr__(self) -> str:
+        return "(value not shown)"
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Read the settings, turning validation errors into :class:`ConfigurationError`."""
+    """Read the settings, turning validation errors into :class:`ConfigurationError`.
+
+    The message names the variable and never shows a token, a key or a
+    password: a check across several settings shows no value at all, because
+    its input is every setting.
+    """
     overrides = {key: value for key, value in overrides.items() if value is not None}
     try:
         return Settings(**overrides)
     except ValidationError as error:
         first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "settings"
-        name = f"RAMPGATE_{field.upper()}" if first["loc"] else "settings"
-        raise ConfigurationError(name, first.get("input"), first["msg"]) from error
+        message = first["msg"].removeprefix("Value error, ")
+        location = first["loc"]
+        if not location:
+            raise ConfigurationError("settings", HiddenValue(), message) from None
+
+        field = ".".join(str(part) for part in location)
+        value = first.get("input")
+        if field in SECRET_SETTINGS:
+            value = HiddenValue()
+        elif field in URL_SETTINGS and isinstance(value, str):
+            value = redact_url_password(value)
+        raise ConfigurationError(f"RAMPGATE_{field.upper()}", value, message) from None
+
+
+def redact_url_password(url: str) -> str:
+    """Return ``url`` with the password, if any, replaced by ``***``, for messages."""
+    scheme, separator, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    credentials, at, hosts = netloc.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    username = credentials.split(":", 1)[0]
+    return f"{scheme}{separator}{username}:***@{hosts}{slash}{path}"

@@ -31,6 +31,7 @@ from redis.exceptions import RedisClusterException
 
 from rampgate.core.algorithms import Outcome
 from rampgate.errors import ConfigurationError, StoreError, StoreTimeout
+from rampgate.settings import redact_url_password
 from rampgate.stores.redis_pipeline import (
     ClusterRouter,
     RedisConnection,
@@ -94,17 +95,6 @@ def _parse_server_url(url: str) -> ServerAddress:
         raise ConfigurationError(
             "RAMPGATE_REDIS_URL", redact_url_password(url), "redis://[USER:PASSWORD@]HOST:PORT[/DB] with a PORT from 1 to 65535"
         ) from error
-
-
-def redact_url_password(url: str) -> str:
-    """Return ``url`` with the password, if any, replaced by ``***``, for messages."""
-    scheme, separator, rest = url.partition("://")
-    netloc, slash, path = rest.partition("/")
-    credentials, at, hosts = netloc.rpartition("@")
-    if not at or ":" not in credentials:
-        return url
-    username = credentials.split(":", 1)[0]
-    return f"{scheme}{separator}{username}:***@{hosts}{slash}{path}"
 
 
 def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
