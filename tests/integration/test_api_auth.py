@@ -183,7 +183,7 @@ def test_open_endpoints_need_no_token(client: TestClient) -> None:
 def test_tokens_unset_leave_api_open(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, service_token=None, admin_token=None, admin_readonly_token=None)
 
-    with TestClient(create_app(settings)) as open_client:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8080") as open_client:
         checked = open_client.post("/v1/check", json=CHECK_BODY)
         patched = open_client.patch(FLAG_PATH, json={"percentage": 1})
         changes = open_client.get("/v1/changes").json()
@@ -196,10 +196,10 @@ def test_tokens_unset_leave_api_open(tmp_path: Path) -> None:
 def test_open_admin_rejects_cross_origin(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, admin_token=None, admin_readonly_token=None)
 
-    with TestClient(create_app(settings)) as open_client:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8080") as open_client:
         foreign = open_client.post(FLAG_PATH + "/rollback", headers={"Origin": "https://attacker.example"})
         sandboxed = open_client.post(FLAG_PATH + "/rollback", headers={"Origin": "null"})
-        same = open_client.post(FLAG_PATH + "/rollback", headers={"Origin": "http://testserver"})
+        same = open_client.post(FLAG_PATH + "/rollback", headers={"Origin": "http://127.0.0.1:8080"})
 
     assert foreign.status_code == 403
     assert sandboxed.status_code == 403
@@ -361,3 +361,27 @@ def test_jwt_audience_unset_ignores_aud(client: TestClient) -> None:
 
 def test_jwt_service_token_on_protected_is_401(client: TestClient) -> None:
     assert upload(client, SERVICE_TOKEN) == 401
+
+
+@pytest.mark.parametrize("host", ["evil.example:8080", "testserver", "192.0.2.10"])
+def test_open_api_rejects_rebound_host(tmp_path: Path, host: str) -> None:
+    settings = make_settings(tmp_path, service_token=None, admin_token=None, admin_readonly_token=None)
+
+    with TestClient(create_app(settings), base_url=f"http://{host}") as open_client:
+        checked = open_client.post("/v1/check", json=CHECK_BODY)
+        read = open_client.get(FLAG_PATH)
+        patched = open_client.patch(FLAG_PATH, json={"percentage": 100}, headers={"Origin": f"http://{host}"})
+
+    assert (checked.status_code, read.status_code, patched.status_code) == (403, 403, 403)
+    assert "RAMPGATE_ADMIN_TOKEN" in patched.json()["message"]
+
+
+@pytest.mark.parametrize("host", ["localhost:8080", "127.0.0.1", "[::1]:8080"])
+def test_open_api_serves_loopback_names(tmp_path: Path, host: str) -> None:
+    settings = make_settings(tmp_path, service_token=None, admin_token=None, admin_readonly_token=None)
+
+    with TestClient(create_app(settings), base_url=f"http://{host}") as open_client:
+        checked = open_client.post("/v1/check", json=CHECK_BODY)
+        read = open_client.get(FLAG_PATH)
+
+    assert (checked.status_code, read.status_code) == (200, 200)

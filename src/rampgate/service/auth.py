@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import logging
 import secrets
 import time
@@ -273,6 +274,7 @@ async def require_service(request: Request) -> Principal:
     token = bearer_token(request)
     if token is None:
         if is_service_open(settings):
+            _require_loopback_host(request, "RAMPGATE_SERVICE_TOKEN")
             return Principal("service", "anonymous", "api")
         raise Unauthorized("missing bearer token: send 'Authorization: Bearer <RAMPGATE_SERVICE_TOKEN>'")
 
@@ -289,11 +291,45 @@ def require_admin_read(request: Request) -> Principal:
     principal = _principal(request, change=False)
     if principal is None:
         if is_admin_open(settings_of(request)):
+            _require_loopback_host(request, "RAMPGATE_ADMIN_TOKEN")
             return Principal("admin", "anonymous", "api")
         raise Unauthorized("missing bearer token: send 'Authorization: Bearer <RAMPGATE_ADMIN_TOKEN>'")
     if principal.role == "service":
         raise Forbidden("the service token may only ask for decisions; use an admin token")
     return principal
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True when a ``Host`` header value names this machine: ``localhost`` or a loopback address, any port."""
+    if not host:
+        return False
+    if host.startswith("[") and "]" in host:
+        name = host[1 : host.index("]")]  # [IPv6] or [IPv6]:port
+    elif host.count(":") == 1:
+        name = host.split(":", 1)[0]  # name:port or IPv4:port
+    else:
+        name = host  # a name, an IPv4 address or a bare IPv6 address
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _require_loopback_host(request: Request, token_variable: str) -> None:
+    """Reject an open surface's request that was addressed to any name other than this machine.
+
+    Without a token the service accepts every caller, which ``rampgate
+    serve`` allows on loopback only. A web page can still reach it by DNS
+    rebinding: its own name resolves to 127.0.0.1, so the browser sends the
+    page's name as ``Host`` and treats the answer as same-origin.
+    """
+    if not is_loopback_host(request.headers.get("host")):
+        raise Forbidden(
+            f"with no {token_variable} set, only requests addressed to localhost or a loopback address are "
+            f"served; set {token_variable} to serve other names"
+        )
 
 
 def is_cross_origin(request: Request) -> bool:
@@ -309,6 +345,7 @@ def require_admin_write(request: Request) -> Principal:
     principal = _principal(request, change=True)
     if principal is None:
         if is_admin_open(settings_of(request)):
+            _require_loopback_host(request, "RAMPGATE_ADMIN_TOKEN")
             if is_cross_origin(request):
                 raise Forbidden("changes from a page of another origin are rejected; set RAMPGATE_ADMIN_TOKEN")
             return Principal("admin", "anonymous", "api")

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rampgate.core.messages import negotiate_language
 from rampgate.core.names import ACTOR_TYPES, MAX_ACTOR_ID_LENGTH
 from rampgate.errors import InvalidInput
-from rampgate.service.auth import is_service_open, parse_bearer, role_for_token
+from rampgate.service.auth import is_loopback_host, is_service_open, parse_bearer, role_for_token
 from rampgate.service.request_log import log_request
 from rampgate.service.responses import ratelimit_headers
 from rampgate.service.schemas import context_problem
@@ -73,7 +73,7 @@ class CheckEndpoint:
 
         # Read the headers this path needs; anything unusual goes to the route unread.
         started = perf_counter()
-        authorization = content_type = accept_language = None
+        authorization = content_type = accept_language = host = None
         length = -1
         repeated = False
         for name, value in scope["headers"]:
@@ -87,12 +87,14 @@ class CheckEndpoint:
                 accept_language = value
             elif name == b"content-length":
                 length = int(value) if value.isdigit() else -1
+            elif name == b"host":
+                host = value
         state = scope["app"].state
         if (
             repeated
             or not 0 < length <= MAX_FAST_BODY_BYTES
             or not _is_json(content_type)
-            or not self._is_authorised(authorization, state.settings)
+            or not self._is_authorised(authorization, host, state.settings)
         ):
             await self.app(scope, receive, send)
             return
@@ -138,10 +140,10 @@ class CheckEndpoint:
                 metrics.observe_response(CHECK_PATH, status)
                 log_request(scope, status, started)
 
-    def _is_authorised(self, authorization: bytes | None, settings: Any) -> bool:
+    def _is_authorised(self, authorization: bytes | None, host: bytes | None, settings: Any) -> bool:
         """True when the route's ``require_service`` would let this caller ask for a decision."""
         if authorization is None:
-            return is_service_open(settings)
+            return is_service_open(settings) and host is not None and is_loopback_host(host.decode("latin-1"))
         if authorization in self._accepted:
             return True
 
