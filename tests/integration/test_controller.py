@@ -458,3 +458,20 @@ def test_controller_sql_gate_times_out(catalog: Catalog, monkeypatch: pytest.Mon
 
     assert run_sql_gate(catalog.engine, "select 1 from pg_sleep(0.01)", FLAG, since) == 1.0
     assert run_sql_gate(catalog.engine, "select 1 from pg_sleep(3)", FLAG, since) is None
+
+
+def test_status_bake_stops_without_controller(catalog: Catalog) -> None:
+    from rampgate.rollout.lease import ControllerLease
+
+    record = _operations(catalog).start(FLAG, scaled_default_plan(bake_seconds=3600), changed_by="test", via="cli")
+    started = record.rollout.stage_started_at
+    assert started is not None
+
+    unwatched = build_status(catalog, FLAG, now=started + 600)["rollout"]["bake_left_seconds"]
+    lease = ControllerLease(catalog.engine, FLAG, "watcher", lease_seconds=3600, clock=lambda: started)
+    assert lease.acquire()
+    watched = build_status(catalog, FLAG, now=started + 600)["rollout"]["bake_left_seconds"]
+    lease.release()
+
+    assert unwatched == 3600
+    assert watched == 3000

@@ -120,11 +120,16 @@ class Rollout:
             return self.baked_seconds + max(0.0, now - self.stage_started_at)
         return self.baked_seconds
 
-    def bake_left(self, now: float) -> float:
-        """Seconds of bake the current stage still needs; 0 once the rollout has ended."""
+    def bake_left(self, now: float, *, watched: bool = True) -> float:
+        """Seconds of bake the current stage still needs; 0 once the rollout has ended.
+
+        With ``watched`` False (no controller holds the flag's lease) the
+        clock is stopped: only the bake already checkpointed counts.
+        """
         if self.is_final:
             return 0.0
-        return max(0.0, self.plan.stages[self.stage - 1].bake_seconds - self.baked(now))
+        baked = self.baked(now) if watched else self.baked_seconds
+        return max(0.0, self.plan.stages[self.stage - 1].bake_seconds - baked)
 
     # -- commands --------------------------------------------------------
 

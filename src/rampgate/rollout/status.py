@@ -14,6 +14,7 @@ from rampgate.core.flags import ENFORCEMENT_FLAG, Flag
 from rampgate.core.gates import judge_stage
 from rampgate.core.plans import Plan, default_plan
 from rampgate.core.rollout import NONE, Transition
+from rampgate.rollout.lease import ControllerLease
 from rampgate.rollout.operations import stage_metrics
 from rampgate.rollout.store import RolloutRecord, RolloutStore, to_datetime
 
@@ -75,6 +76,12 @@ def _rounded(value: Any) -> Any:
     return round(value, VALUE_DIGITS) if isinstance(value, float) else value
 
 
+def _is_watched(catalog: Catalog, flag_name: str, now: float) -> bool:
+    """True while a controller holds an unexpired lease on the flag, so its bake time runs."""
+    lease = ControllerLease(catalog.engine, flag_name, "status", clock=lambda: now)
+    return lease.current_holder() is not None
+
+
 def rollout_document(catalog: Catalog, record: RolloutRecord | None, now: float) -> dict[str, Any]:
     """Return ``status.rollout``: state, stage, bake left, live gates, failed gate and transitions."""
     if record is None:
@@ -95,7 +102,7 @@ def rollout_document(catalog: Catalog, record: RolloutRecord | None, now: float)
         "state": rollout.state,
         "stage": rollout.stage,
         "percentage": rollout.percentage,
-        "bake_left_seconds": round(rollout.bake_left(now)),
+        "bake_left_seconds": round(rollout.bake_left(now, watched=_is_watched(catalog, rollout.flag_name, now))),
         "gates": gates,
         "failed_gate": failed_gate,
         "transitions": [transition_summary(t) for t in rollout.transitions],
