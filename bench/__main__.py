@@ -51,7 +51,7 @@ is the median of several timed rounds after a warm-up round; "spread" is
 half the range of the rounds as a share of the median.
 
 Regenerate this page with `python -m bench` from the repository root (about
-15 minutes); `python -m bench --quick` prints a shorter run without writing
+10 minutes); `python -m bench --quick` prints a shorter run without writing
 it. `python -m bench --only NAME` runs one comparison; the names are
 decisions, redis, flags, http, database, audit, memory and simulate. Servers:
 Redis and PostgreSQL on 127.0.0.1 (`RAMPGATE_BENCH_REDIS_URL`,
