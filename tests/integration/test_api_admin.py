@@ -386,3 +386,10 @@ def test_flag_patch_same_values_not_recorded(client: TestClient) -> None:
 
     assert repeated.status_code == 200
     assert len(client.get("/v1/changes", params={"entity": "flag"}, headers=ADMIN).json()) == 1
+
+
+def test_flag_patch_ungoverned_action_names_field(client: TestClient) -> None:
+    response = client.patch(f"/v1/flags/{FLAG}", json={"action_percentages": {"zzz": 5}}, headers=ADMIN)
+
+    assert response.status_code == 422
+    assert response.json()["field"] == "action_percentages.zzz"

@@ -385,3 +385,10 @@ def test_open_api_serves_loopback_names(tmp_path: Path, host: str) -> None:
         read = open_client.get(FLAG_PATH)
 
     assert (checked.status_code, read.status_code) == (200, 200)
+
+
+def test_service_token_change_names_its_use(client: TestClient) -> None:
+    response = client.patch(FLAG_PATH, json={"percentage": 5}, headers=bearer(SERVICE_TOKEN))
+
+    assert response.status_code == 403
+    assert "may only ask for decisions" in response.json()["message"]

@@ -220,7 +220,7 @@ class Catalog:
             check_percentage(percentage)
         if action_percentages:
             for action, value in action_percentages.items():
-                check_action(action, "action percentage action")
+                check_action(action, f"action_percentages.{action}")
                 if value is not None:
                     check_percentage(value, f"percentage for {action}")
         if config is not None:
@@ -247,7 +247,7 @@ class Catalog:
                         continue
                     if governed is not None and action not in governed:
                         raise InvalidInput(
-                            "action percentage action", action, f"an action flag {name!r} governs: " + ", ".join(governed)
+                            f"action_percentages.{action}", action, f"an action flag {name!r} governs: " + ", ".join(governed)
                         )
                     merged[action] = value
                 new_config["action_percentages"] = merged

@@ -350,6 +350,8 @@ def require_admin_write(request: Request) -> Principal:
                 raise Forbidden("changes from a page of another origin are rejected; set RAMPGATE_ADMIN_TOKEN")
             return Principal("admin", "anonymous", "api")
         raise Unauthorized("missing bearer token: send 'Authorization: Bearer <RAMPGATE_ADMIN_TOKEN>'")
+    if principal.role == "service":
+        raise Forbidden("the service token may only ask for decisions; use the admin token")
     if principal.role != "admin":
         raise Forbidden(f"a {principal.role} token may only read; changes need the admin token")
     return principal
