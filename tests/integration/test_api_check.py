@@ -329,3 +329,13 @@ def test_readyz_reports_catalog_down(client: TestClient) -> None:
 
     assert response.status_code == 503
     assert response.json() == {"status": "unavailable", "catalog": "unreachable", "counter_store": "ok"}
+
+
+def test_check_plain_text_body_names_content_type(client: TestClient) -> None:
+    response = client.post(
+        "/v1/check", content=b'{"actor_type": "user"}', headers={**SERVICE, "Content-Type": "text/plain"}
+    )
+
+    assert response.status_code == 422
+    assert response.json()["value"] == '{"actor_type": "user"}'
+    assert "Content-Type: application/json" in response.json()["message"]

@@ -97,7 +97,10 @@ def echoed_value(value: Any) -> Any:
         return json.dumps(value)
     if value is None or isinstance(value, (bool, int, float)):
         return value
-    if isinstance(value, str):
+    if isinstance(value, bytes):
+        # A body FastAPI did not parse as JSON (another content type) arrives as bytes.
+        text = value.decode("utf-8", "replace")
+    elif isinstance(value, str):
         text = value
     else:
         try:
@@ -148,6 +151,8 @@ def _validation_error(request: Request, error: RequestValidationError) -> JSONRe
         value = None
     else:
         reason = str(first.get("msg", "invalid value"))
+        if isinstance(value, bytes):
+            reason = "expected a JSON object sent with Content-Type: application/json"
         shown = repr(echoed_value(value))
         message = f"invalid {field}: {shown}; {reason[:1].lower()}{reason[1:]}"
     _log_rejection("http.invalid_input", request.url.path, field=field)
