@@ -57,3 +57,13 @@ def test_invalid_secret_value_not_shown() -> None:
 def test_url_password_redacted() -> None:
     assert redact_url_password("redis://user:pa55@127.0.0.1:6379/0") == "redis://user:***@127.0.0.1:6379/0"
     assert redact_url_password("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_unsupported_database_url_hides_password() -> None:
+    from rampgate.catalog.database import normalise_url
+
+    with pytest.raises(ConfigurationError) as raised:
+        normalise_url("mysql://operator:hunter2@127.0.0.1/catalog")
+
+    assert "hunter2" not in str(raised.value)
+    assert "RAMPGATE_DATABASE_URL" in str(raised.value)

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 
 from rampgate.errors import ConfigurationError, StoreError
+from rampgate.settings import redact_url_password
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,9 @@ def normalise_url(url: str) -> str:
     if url.startswith("sqlite:") or url.startswith("postgresql+psycopg://"):
         return url
     raise ConfigurationError(
-        "RAMPGATE_DATABASE_URL", url, "sqlite:///PATH, sqlite:// (in memory) or postgresql://USER@HOST/DB"
+        "RAMPGATE_DATABASE_URL",
+        redact_url_password(url),
+        "sqlite:///PATH, sqlite:// (in memory) or postgresql://USER@HOST/DB",
     )
 
 

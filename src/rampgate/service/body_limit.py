@@ -17,7 +17,7 @@ import logging
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rampgate.service.errors import error_body
+from rampgate.service.errors import error_body, log_rejection
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class BodyLimitMiddleware:
         declared = _content_length(scope)
         if declared is not None:
             if declared > self.max_bytes:
-                await self._reject(send)
+                await self._reject(scope, send)
                 return
             # The server stops reading at the declared length, so no count is needed.
             await self.app(scope, receive, send)
@@ -51,13 +51,15 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    log_rejection("http.payload_too_large", scope["path"])
                     raise HTTPException(413, self._message())
             return message
 
         await self.app(scope, receive_counted, send)
 
-    async def _reject(self, send: Send) -> None:
-        content = json.dumps(error_body("payload_too_large", self._message())).encode()
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        log_rejection("http.payload_too_large", scope["path"])
+        content = json.dumps(error_body("payload_too_large", self._message()), separators=(",", ":")).encode()
         await send(
             {
                 "type": "http.response.start",

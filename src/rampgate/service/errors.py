@@ -81,7 +81,8 @@ class LogThrottle:
 _throttle = LogThrottle()
 
 
-def _log_rejection(event: str, path: str, **fields: Any) -> None:
+def log_rejection(event: str, path: str, **fields: Any) -> None:
+    """Log a rejected request at INFO, at most once per event, path and fields every 10 seconds."""
     held_back = _throttle.admit((event, path, *fields.values()))
     if held_back is not None:
         logger.info(event, extra={"path": path, **fields, "similar_lines_held_back": held_back})
@@ -130,7 +131,7 @@ def _field_name(location: tuple[Any, ...]) -> str:
 
 
 def _invalid_input(request: Request, error: InvalidInput) -> JSONResponse:
-    _log_rejection("http.invalid_input", request.url.path, field=error.field)
+    log_rejection("http.invalid_input", request.url.path, field=error.field)
     body = error_body("invalid_input", str(error), error.field, error.value)
     return JSONResponse(body, status_code=422)
 
@@ -141,7 +142,7 @@ def _validation_error(request: Request, error: RequestValidationError) -> JSONRe
 
     if first.get("type") == "json_invalid":
         message = f"malformed JSON in the request body: {first.get('msg', 'invalid JSON')}"
-        _log_rejection("http.malformed_json", request.url.path)
+        log_rejection("http.malformed_json", request.url.path)
         return JSONResponse(error_body("invalid_input", message, "body", None), status_code=400)
 
     field = _field_name(location)
@@ -155,7 +156,7 @@ def _validation_error(request: Request, error: RequestValidationError) -> JSONRe
             reason = "expected a JSON object sent with Content-Type: application/json"
         shown = repr(echoed_value(value))
         message = f"invalid {field}: {shown}; {reason[:1].lower()}{reason[1:]}"
-    _log_rejection("http.invalid_input", request.url.path, field=field)
+    log_rejection("http.invalid_input", request.url.path, field=field)
     return JSONResponse(error_body("invalid_input", message, field, value), status_code=422)
 
 
@@ -204,13 +205,13 @@ def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse
     # cannot be decoded at all: invalid UTF-8 or nesting deeper than the recursion limit.
     if error.status_code == 400 and error.detail == _UNPARSABLE_BODY_DETAIL:
         message = f"malformed JSON in the request body: {_unparsable_body_reason(error.__cause__)}"
-        _log_rejection("http.malformed_json", request.url.path)
+        log_rejection("http.malformed_json", request.url.path)
         return JSONResponse(error_body("invalid_input", message, "body", None), status_code=400)
 
     code = _HTTP_ERROR_CODES.get(error.status_code, "http_error")
     message = error.detail if isinstance(error.detail, str) else code.replace("_", " ")
     if error.status_code in (401, 403):
-        _log_rejection("http.denied", request.url.path, status=error.status_code, reason=message)
+        log_rejection("http.denied", request.url.path, status=error.status_code, reason=message)
     return JSONResponse(error_body(code, message), status_code=error.status_code, headers=error.headers)
 
 
