@@ -93,11 +93,19 @@ class CatalogWatcher:
                 logger.warning("catalog.reload_failed", extra={"error": str(error)})
             self.last_error = str(error)
 
+    def _sqlite_file(self) -> str | None:
+        """Return the path of a SQLite file catalog, None for PostgreSQL or an in-memory catalog.
+
+        An in-memory catalog lives in one process, whose writes refresh it directly.
+        """
+        database = self.catalog.engine.url.database
+        if self.catalog.is_postgres or not database or database == ":memory:":
+            return None
+        return database
+
     def _poll_sqlite(self) -> None:
-        url = self.catalog.engine.url
-        database = url.database
-        if not database or database == ":memory:":
-            # An in-memory catalog lives in one process, whose writes refresh it directly.
+        database = self._sqlite_file()
+        if database is None:
             return
         last_resync = time.monotonic()
         connection = sqlite3.connect(database, timeout=5, check_same_thread=False)
@@ -123,10 +131,10 @@ class CatalogWatcher:
 
     def _read_sqlite_catalog_version(self) -> int | None:
         """Return the change count of a SQLite file catalog, None for other catalogs or when unreadable."""
-        url = self.catalog.engine.url
-        if self.catalog.is_postgres or not url.database or url.database == ":memory:":
+        database = self._sqlite_file()
+        if database is None:
             return None
-        connection = sqlite3.connect(url.database, timeout=5)
+        connection = sqlite3.connect(database, timeout=5)
         try:
             return _catalog_version(connection)
         finally:
