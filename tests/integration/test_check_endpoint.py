@@ -2,7 +2,7 @@
 
 Two applications with the same settings and the same manual clock receive
 the same requests: one as ``rampgate serve`` builds it, the other without
-:class:`CheckEndpoint`, so the route answers everything. Status, headers
+:class:`CheckEndpoint`, so the route serves everything. Status, headers
 and body must match byte for byte, and the counters must move together.
 """
 

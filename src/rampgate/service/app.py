@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None, gate: AsyncGate | None = None) 
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(RequestLogMiddleware)
-    # Outermost of the two: it answers most checks before routing starts.
+    # Outermost of the two: it serves most checks before routing starts.
     app.add_middleware(CheckEndpoint)
 
     app.include_router(_health_router())

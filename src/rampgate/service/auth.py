@@ -323,7 +323,7 @@ def _require_loopback_host(request: Request, token_variable: str) -> None:
     Without a token the service accepts every caller, which ``rampgate
     serve`` allows on loopback only. A web page can still reach it by DNS
     rebinding: its own name resolves to 127.0.0.1, so the browser sends the
-    page's name as ``Host`` and treats the answer as same-origin.
+    page's name as ``Host`` and treats the response as same-origin.
     """
     if not is_loopback_host(request.headers.get("host")):
         raise Forbidden(

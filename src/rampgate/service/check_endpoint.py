@@ -4,8 +4,8 @@ The decision endpoint is the service's hot path. Through FastAPI a check
 costs route matching across every router, dependency solving, pydantic
 validation and response encoding, several times the decision itself.
 :class:`CheckEndpoint` is a pure ASGI middleware that serves the common
-request on its own: an authorised caller, a JSON body valid as it stands, a
-decision without error. Every other request (a missing or wrong token, a
+request on its own: an authorised caller, a JSON body that is valid
+without conversion, a decision without error. Every other request (a missing or wrong token, a
 field out of range, an unknown field, a body over 16 KiB, a body that is not
 JSON) goes on to the FastAPI route in :mod:`rampgate.service.routes_check`
 with the body already read, and that route gives the documented 401, 403 or

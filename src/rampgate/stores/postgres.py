@@ -358,7 +358,7 @@ class PostgresCounterStore:
         """Map a pool or psycopg error to a store error; open the breaker only for outages and timeouts."""
         if isinstance(error, (PoolTimeout, psycopg.errors.QueryCanceled, TimeoutError)):
             failure: StoreError = StoreTimeout(
-                f"PostgreSQL at {self.target} did not answer within {self.timeout_ms} ms"
+                f"PostgreSQL at {self.target} did not respond within {self.timeout_ms} ms"
             )
         elif isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError)):
             failure = StoreError(f"PostgreSQL at {self.target} failed: {error}")

@@ -411,7 +411,7 @@ class RedisCounterStore:
 
     def _store_error(self, error: Exception, operation: str) -> StoreError:
         if isinstance(error, redis.TimeoutError):
-            return StoreTimeout(f"Redis at {self.target} did not answer {operation} within {self.timeout_ms} ms")
+            return StoreTimeout(f"Redis at {self.target} did not respond to {operation} within {self.timeout_ms} ms")
         return StoreError(f"Redis at {self.target} failed {operation}: {error}")
 
     def ping(self) -> None:

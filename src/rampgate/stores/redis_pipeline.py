@@ -316,7 +316,7 @@ class RedisPipeline:
             if not future.done():
                 future.set_exception(
                     StoreTimeout(
-                        f"Redis at {self.address.target} did not answer within "
+                        f"Redis at {self.address.target} did not respond within "
                         f"{self.timeout_seconds * 1000:.0f} ms"
                     )
                 )
@@ -449,7 +449,7 @@ class RedisConnection:
         except SOCKET_TIMEOUTS as error:
             self.close()
             raise StoreTimeout(
-                f"Redis at {self.address.target} did not answer within {self.timeout_seconds * 1000:.0f} ms"
+                f"Redis at {self.address.target} did not respond within {self.timeout_seconds * 1000:.0f} ms"
             ) from error
         except (OSError, hiredis.ProtocolError) as error:
             self.close()

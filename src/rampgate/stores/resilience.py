@@ -236,8 +236,8 @@ async def await_reply(task: asyncio.Task[T], request: SentRequest, budget_second
     The budget runs from ``request.sent_at``, so the time the task waited to
     be scheduled does not count. When the budget is over, the socket is
     checked before giving up. A reply waiting there arrived in time, and
-    only this process was late to read it (a busy event loop, a garbage
-    collection; uvloop runs due timers before it reads sockets). The task
+    only this process was late to read it, after a busy event loop or a
+    garbage collection. uvloop runs due timers before it reads sockets. The task
     then gets up to one more budget to read it. A server that sends nothing
     therefore costs one budget, plus whatever time this process was busy.
     ``task`` is cancelled when this raises or is cancelled.
