@@ -112,8 +112,10 @@ def rollout_document(catalog: Catalog, record: RolloutRecord | None, now: float)
 def build_status(catalog: Catalog, flag_name: str = ENFORCEMENT_FLAG, now: float | None = None) -> dict[str, Any]:
     """Return the status document of ``flag_name``; raise :class:`NotFound` for an unknown flag."""
     now = time.time() if now is None else now
-    flag = catalog.get_flag(flag_name)
+    # The rollout is read before the flag: the controller commits a transition
+    # and its flag change together, so a flag read afterwards is at least as new.
     record = RolloutStore(catalog.engine).latest(flag_name)
+    flag = catalog.get_flag(flag_name)
     plan = default_plan() if record is None else record.rollout.plan
     transitions = [] if record is None else record.rollout.transitions
     return {
